@@ -1,0 +1,41 @@
+from django.conf import settings
+from django.contrib.admin.views.decorators import staff_member_required
+from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
+from django.http import Http404
+from django.shortcuts import render
+
+from portal.scoping import get_message_for_user_or_404, messages_visible_to
+from relay import devsink
+
+
+@login_required
+def message_list(request):
+    messages = messages_visible_to(request.user).select_related("tenant").order_by(
+        "-created_at"
+    )
+    query = request.GET.get("q", "").strip()
+    if query:
+        messages = messages.filter(queue_id__iexact=query) | messages.filter(
+            recipients__address__icontains=query
+        ).distinct() | messages.filter(subject__icontains=query)
+    page = Paginator(messages, 50).get_page(request.GET.get("page"))
+    return render(request, "portal/message_list.html", {"page": page, "query": query})
+
+
+@login_required
+def message_detail(request, queue_id):
+    message = get_message_for_user_or_404(request.user, queue_id)
+    recipients = message.recipients.prefetch_related("attempts_made").order_by("address")
+    return render(
+        request,
+        "portal/message_detail.html",
+        {"message": message, "recipients": recipients, "events": message.events.all()},
+    )
+
+
+@staff_member_required
+def dev_sink(request):
+    if not settings.DEV_SINK_ENABLED:
+        raise Http404("The development sink is not enabled")
+    return render(request, "portal/dev_sink.html", {"mails": devsink.recent(100)})

@@ -1,0 +1,47 @@
+"""Durable intake: one transaction stores a submission before the gateway
+answers 250, then the pipeline is enqueued."""
+
+import logging
+
+from django.db import transaction
+
+from policies.sender import address_domain
+from relay.models import Message, MessageEvent, Recipient
+
+log = logging.getLogger(__name__)
+
+
+def accept_message(*, tenant_id, credential_id, mail_from, rcpt_tos, raw, headers,
+                   client_address):
+    with transaction.atomic():
+        message = Message.objects.create(
+            tenant_id=tenant_id,
+            credential_id=credential_id,
+            mail_from=mail_from,
+            header_from=str(headers.get("From", ""))[:998],
+            subject=str(headers.get("Subject", ""))[:998],
+            size=len(raw),
+            client_address=client_address,
+            raw=raw,
+        )
+        Recipient.objects.bulk_create(
+            Recipient(message=message, address=rcpt, domain=address_domain(rcpt))
+            for rcpt in rcpt_tos
+        )
+        MessageEvent.objects.create(
+            message=message,
+            kind="received",
+            detail=f"{len(raw)} bytes for {len(rcpt_tos)} recipient(s)",
+        )
+    return message
+
+
+def enqueue_processing(message):
+    """Hand the message to the workers. A broker failure is not the client's
+    problem: the message is committed, and the sweeper enqueues it again."""
+    from relay.tasks import process_message
+
+    try:
+        process_message.delay(message.id)
+    except Exception:
+        log.exception("event=enqueue_failed queue_id=%s", message.queue_id)

@@ -1,0 +1,193 @@
+"""Postern settings: every value comes from an environment variable.
+
+The defaults need no server at all (SQLite, a file-system broker), so that the
+run command works on a bare machine; production sets DATABASE_URL and
+CELERY_BROKER_URL.
+"""
+
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+from relay.env import (
+    env_bool,
+    env_hostport,
+    env_int,
+    env_secret,
+    env_str,
+    env_transport_map,
+)
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(env_str("POSTERN_VAR_DIR", str(BASE_DIR / "var")))
+
+DEBUG = env_bool("POSTERN_DEBUG", False)
+SECRET_KEY = env_secret("POSTERN_SECRET_KEY")
+if not SECRET_KEY:
+    raise ImproperlyConfigured(
+        "POSTERN_SECRET_KEY (or POSTERN_SECRET_KEY_FILE) must be set; bin/dev "
+        "creates one under var/"
+    )
+# Encrypts DKIM private keys and other secrets at rest; see relay/secretbox.py.
+MASTER_KEY = env_secret("POSTERN_MASTER_KEY")
+if not MASTER_KEY:
+    raise ImproperlyConfigured(
+        "POSTERN_MASTER_KEY (or POSTERN_MASTER_KEY_FILE) must be set; bin/dev "
+        "creates one under var/"
+    )
+
+ALLOWED_HOSTS = [
+    h.strip() for h in env_str("POSTERN_ALLOWED_HOSTS", "localhost,127.0.0.1").split(",")
+]
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "relay",
+    "tenants",
+    "policies",
+    "portal",
+    "smtp_gateway",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "relay.urls"
+WSGI_APPLICATION = "relay.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {
+    "default": dj_database_url.parse(
+        env_str("DATABASE_URL", f"sqlite:///{VAR_DIR / 'postern.sqlite3'}"),
+        conn_max_age=env_int("POSTERN_DB_CONN_MAX_AGE", 60),
+    )
+}
+if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
+    # Gateway, workers and portal write to one SQLite file from three
+    # processes; wait for the lock instead of failing at once.
+    DATABASES["default"]["OPTIONS"] = {"timeout": 20}
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = False
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = VAR_DIR / "static"
+LOGIN_URL = "/login/"
+LOGIN_REDIRECT_URL = "/"
+LOGOUT_REDIRECT_URL = "/login/"
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+}
+
+# Broker. The default "filesystem" transport needs no server and is meant for
+# the run command on one machine; production uses Redis.
+CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "filesystem://")
+CELERY_BROKER_TRANSPORT_OPTIONS = {}
+if CELERY_BROKER_URL.startswith("filesystem://"):
+    _broker_dir = VAR_DIR / "broker"
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(_broker_dir),
+        "data_folder_out": str(_broker_dir),
+        "processed_folder": str(_broker_dir / "processed"),
+        "store_processed": False,
+    }
+CELERY_TASK_DEFAULT_QUEUE = env_str("POSTERN_QUEUE", "postern")
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# How often the sweeper looks for accepted messages whose task was lost and
+# for deferred recipients that are due.
+POSTERN_SWEEP_INTERVAL = env_int("POSTERN_SWEEP_INTERVAL", 30)
+# A message still unprocessed this long after intake is enqueued again.
+POSTERN_STALE_AFTER = env_int("POSTERN_STALE_AFTER", 60)
+
+# SMTP gateway.
+GATEWAY_HOSTNAME = env_str("POSTERN_HOSTNAME", "localhost")
+GATEWAY_SUBMISSION = env_hostport("POSTERN_SUBMISSION_LISTEN", "127.0.0.1:2587", 587)
+GATEWAY_MAX_MESSAGE_SIZE = env_int("POSTERN_MAX_MESSAGE_SIZE", 25 * 1024 * 1024)
+GATEWAY_MAX_RECIPIENTS = env_int("POSTERN_MAX_RECIPIENTS", 100)
+TLS_CERT_FILE = env_str("POSTERN_TLS_CERT", str(VAR_DIR / "tls" / "cert.pem"))
+TLS_KEY_FILE = env_str("POSTERN_TLS_KEY", str(VAR_DIR / "tls" / "key.pem"))
+
+# DNS. Empty means the system resolver.
+DNS_RESOLVER = env_str("POSTERN_DNS_RESOLVER", "")
+DNS_TIMEOUT = env_int("POSTERN_DNS_TIMEOUT", 5)
+
+# Outbound delivery.
+DELIVERY_PORT = env_int("POSTERN_DELIVERY_PORT", 25)
+DELIVERY_TIMEOUT = env_int("POSTERN_DELIVERY_TIMEOUT", 60)
+DELIVERY_HELO = env_str("POSTERN_DELIVERY_HELO", GATEWAY_HOSTNAME)
+# Retry schedule: the first retry after this many seconds, doubling each time,
+# capped at DELIVERY_MAX_BACKOFF, until the message is DELIVERY_GIVE_UP old.
+DELIVERY_FIRST_RETRY = env_int("POSTERN_DELIVERY_FIRST_RETRY", 300)
+DELIVERY_MAX_BACKOFF = env_int("POSTERN_DELIVERY_MAX_BACKOFF", 4 * 3600)
+DELIVERY_GIVE_UP = env_int("POSTERN_DELIVERY_GIVE_UP", 5 * 24 * 3600)
+# For local development only: domain (or "*") -> host:port, bypassing MX.
+TRANSPORT_OVERRIDES = env_transport_map("POSTERN_TRANSPORT_OVERRIDES")
+
+# The development sink: an SMTP server standing in for the outside world.
+DEV_SINK_DIR = Path(env_str("POSTERN_DEV_SINK_DIR", str(VAR_DIR / "sink")))
+DEV_SINK_ENABLED = env_bool("POSTERN_DEV_SINK", False)
+
+# DKIM.
+DKIM_DEFAULT_ALGORITHM = env_str("POSTERN_DKIM_ALGORITHM", "rsa")
+if DKIM_DEFAULT_ALGORITHM not in ("rsa", "ed25519"):
+    raise ImproperlyConfigured("POSTERN_DKIM_ALGORITHM must be rsa or ed25519")
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "kv": {"format": "ts=%(asctime)s level=%(levelname)s logger=%(name)s %(message)s"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "kv"}},
+    "root": {"handlers": ["console"], "level": env_str("POSTERN_LOG_LEVEL", "INFO")},
+    "loggers": {
+        "mail.log": {"level": "ERROR"},
+        "aiosmtpd": {"level": "WARNING"},
+    },
+}

@@ -1,0 +1,20 @@
+"""Celery tasks: thin wrappers that take ids; the work is in relay.pipeline."""
+
+from celery import shared_task
+
+from relay import pipeline, sweeper
+
+
+@shared_task(name="relay.tasks.process_message")
+def process_message(message_id):
+    pipeline.process_message(message_id)
+
+
+@shared_task(name="relay.tasks.deliver")
+def deliver(message_id, domain):
+    pipeline.deliver_to_domain(message_id, domain)
+
+
+@shared_task(name="relay.tasks.sweep")
+def sweep():
+    sweeper.sweep()

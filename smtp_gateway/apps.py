@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class SmtpGatewayConfig(AppConfig):
+    name = "smtp_gateway"
+    verbose_name = "SMTP gateway"
