@@ -90,6 +90,8 @@ DATABASES = {
         conn_max_age=env_int("POSTERN_DB_CONN_MAX_AGE", 60),
     )
 }
+if env_secret("POSTERN_DATABASE_PASSWORD"):
+    DATABASES["default"]["PASSWORD"] = env_secret("POSTERN_DATABASE_PASSWORD")
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     # Gateway, workers and portal write to one SQLite file from three
     # processes; wait for the lock instead of failing at once.
