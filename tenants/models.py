@@ -108,7 +108,9 @@ class DkimKey(models.Model):
 
 
 class Credential(models.Model):
-    """SMTP AUTH credentials for one application of a tenant."""
+    """SMTP AUTH credentials for one application of a tenant (a CRM, a billing
+    system, a SaaS vendor), with what it may do. A limit left empty means the
+    platform default."""
 
     tenant = models.ForeignKey(
         Tenant, on_delete=models.CASCADE, related_name="credentials"
@@ -116,7 +118,32 @@ class Credential(models.Model):
     name = models.CharField(max_length=100)
     username = models.CharField(max_length=64, unique=True)
     secret_hash = models.CharField(max_length=64)
+    # During a rotation the previous secret keeps working until this time.
+    previous_secret_hash = models.CharField(max_length=64, blank=True)
+    previous_secret_valid_until = models.DateTimeField(null=True, blank=True)
     enabled = models.BooleanField(default=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    # One pattern per line, e.g. "*@shop.example.com" or
+    # "billing@shop.example.com", over the tenant's verified domains; applied
+    # to the envelope sender and the From, Sender and Reply-To headers. Empty:
+    # any address at any verified domain of the tenant.
+    allowed_identities = models.TextField(blank=True)
+    # One address or CIDR per line; empty: any source address.
+    allowed_networks = models.TextField(blank=True)
+    max_message_size = models.PositiveIntegerField(null=True, blank=True)
+    max_recipients = models.PositiveIntegerField(null=True, blank=True)
+    max_connections = models.PositiveIntegerField(null=True, blank=True)
+    messages_per_minute = models.PositiveIntegerField(null=True, blank=True)
+    messages_per_hour = models.PositiveIntegerField(null=True, blank=True)
+    messages_per_day = models.PositiveIntegerField(null=True, blank=True)
+    bytes_per_hour = models.PositiveBigIntegerField(null=True, blank=True)
+    bytes_per_day = models.PositiveBigIntegerField(null=True, blank=True)
+    # Development mode: mail is processed fully but held for viewing in the
+    # portal instead of being delivered.
+    development_mode = models.BooleanField(default=False)
+    tags = models.CharField(max_length=200, blank=True)
+    notes = models.TextField(blank=True)
+    owner_contact = models.CharField(max_length=200, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     last_used_at = models.DateTimeField(null=True, blank=True)
     last_used_from = models.GenericIPAddressField(null=True, blank=True)
