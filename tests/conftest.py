@@ -10,9 +10,12 @@ from tests.support.mx import MXServer
 from tests.support.processes import free_port, start_gateway, start_worker
 
 
-def _xdist_index():
+def redis_db_index():
+    """One Redis database per pytest-xdist worker, counted from
+    POSTERN_TEST_REDIS_DB (default 1), so that parallel runs share nothing."""
     worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
-    return int(worker.removeprefix("gw") or 0)
+    base = int(os.environ.get("POSTERN_TEST_REDIS_DB", "1"))
+    return base + int(worker.removeprefix("gw") or 0)
 
 
 @pytest.fixture(scope="session")
@@ -83,7 +86,7 @@ def stack(django_db_setup, django_db_blocker, dns_server, delivery_port, gateway
     from django.db import connection
 
     db = connection.settings_dict
-    redis_url = f"{os.environ['POSTERN_REDIS_URL']}/{1 + _xdist_index()}"
+    redis_url = f"{os.environ['POSTERN_REDIS_URL']}/{redis_db_index()}"
     redis.Redis.from_url(redis_url).flushdb()
     submission_port = free_port()
     env = dict(
