@@ -35,6 +35,9 @@ class Message(models.Model):
         Credential, on_delete=models.SET_NULL, null=True, related_name="messages"
     )
     mail_from = models.CharField(max_length=320)
+    # MAIL FROM parameters to carry through to delivery, e.g.
+    # {"RET": "HDRS", "ENVID": "...", "BODY": "8BITMIME", "SMTPUTF8": true}.
+    envelope_params = models.JSONField(default=dict, blank=True)
     header_from = models.CharField(max_length=998, blank=True)
     subject = models.CharField(max_length=998, blank=True)
     size = models.PositiveIntegerField()
@@ -72,6 +75,8 @@ class Recipient(models.Model):
     message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="recipients")
     address = models.CharField(max_length=320)
     domain = models.CharField(max_length=253)
+    # RCPT TO parameters (RFC 3461): {"NOTIFY": "FAILURE,DELAY", "ORCPT": "rfc822;..."}.
+    params = models.JSONField(default=dict, blank=True)
     state = models.CharField(max_length=16, choices=STATES, default=QUEUED)
     attempts = models.PositiveIntegerField(default=0)
     next_attempt_at = models.DateTimeField(null=True, blank=True)
