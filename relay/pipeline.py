@@ -25,6 +25,7 @@ from policies.sender import (
     verified_domain_names,
 )
 from relay import routing, signing, smtp_client
+from relay.dkim_canon import to_crlf
 from relay.models import DeliveryAttempt, Message, MessageEvent, Recipient
 
 log = logging.getLogger("postern.pipeline")
@@ -49,7 +50,7 @@ def process_message(message_id):
         reject(message, str(refusal))
         return
 
-    raw = complete_headers(message.raw, headers)
+    raw = to_crlf(complete_headers(message.raw, headers))
     try:
         key = signing.active_key(signing_domain(headers), message.tenant_id)
     except signing.NoSigningKey as exc:
