@@ -180,6 +180,18 @@ DKIM_DEFAULT_ALGORITHM = env_str("POSTERN_DKIM_ALGORITHM", "rsa")
 if DKIM_DEFAULT_ALGORITHM not in ("rsa", "ed25519"):
     raise ImproperlyConfigured("POSTERN_DKIM_ALGORITHM must be rsa or ed25519")
 
+# Onboarding. What a tenant's SPF record must name for Postern to be
+# authorised: an include domain and/or the addresses Postern sends from.
+SPF_INCLUDE = env_str("POSTERN_SPF_INCLUDE", "")
+SPF_ADDRESSES = [
+    a.strip() for a in env_str("POSTERN_SPF_ADDRESSES", "").split(",") if a.strip()
+]
+# Seconds between re-checks of every domain's verification record.
+DOMAIN_REVERIFY_INTERVAL = env_int("POSTERN_DOMAIN_REVERIFY_INTERVAL", 3600)
+# Days a DKIM key replaced by a rotation must stay published.
+DKIM_ROTATION_GRACE_DAYS = env_int("POSTERN_DKIM_ROTATION_GRACE_DAYS", 7)
+INVITATION_VALID_DAYS = env_int("POSTERN_INVITATION_VALID_DAYS", 7)
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
