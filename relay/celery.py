@@ -16,3 +16,13 @@ def schedule_sweeper(sender, **kwargs):
     sender.add_periodic_task(
         settings.POSTERN_SWEEP_INTERVAL, sender.signature("relay.tasks.sweep")
     )
+
+
+@app.on_after_finalize.connect
+def schedule_domain_reverification(sender, **kwargs):
+    from django.conf import settings
+
+    sender.add_periodic_task(
+        settings.DOMAIN_REVERIFY_INTERVAL,
+        sender.signature("tenants.tasks.reverify_domains"),
+    )

@@ -8,18 +8,32 @@ class Tenant(models.Model):
     """A business that relays through Postern once staff have vetted it."""
 
     PENDING = "pending"
+    NEEDS_INFO = "needs_info"
     APPROVED = "approved"
     REJECTED = "rejected"
     SUSPENDED = "suspended"
     STATUSES = [
         (PENDING, "Pending vetting"),
+        (NEEDS_INFO, "More information requested"),
         (APPROVED, "Approved"),
         (REJECTED, "Rejected"),
         (SUSPENDED, "Suspended"),
     ]
 
+    # The legal name of the business.
     name = models.CharField(max_length=200)
     status = models.CharField(max_length=16, choices=STATUSES, default=PENDING)
+    # Why staff put the tenant in its current status, shown to the tenant.
+    status_reason = models.TextField(blank=True)
+    website = models.URLField(blank=True)
+    country = models.CharField(max_length=2, blank=True)
+    registration_number = models.CharField(max_length=64, blank=True)
+    contact_name = models.CharField(max_length=200, blank=True)
+    contact_email = models.EmailField(blank=True)
+    contact_phone = models.CharField(max_length=40, blank=True)
+    # The applications that will send, in the applicant's words.
+    applications = models.TextField(blank=True)
+    expected_monthly_volume = models.PositiveIntegerField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     def __str__(self):
@@ -45,6 +59,58 @@ class Membership(models.Model):
             models.UniqueConstraint(fields=["user", "tenant"], name="one_membership")
         ]
 
+    @property
+    def may_edit(self):
+        return self.role in (self.OWNER, self.ADMIN)
+
+
+class Invitation(models.Model):
+    """An offer to join a tenant, redeemed through a link holding the token.
+    Only a hash of the token is stored."""
+
+    tenant = models.ForeignKey(
+        Tenant, on_delete=models.CASCADE, related_name="invitations"
+    )
+    email = models.EmailField()
+    role = models.CharField(max_length=16, choices=Membership.ROLES)
+    token_hash = models.CharField(max_length=64, unique=True)
+    invited_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField()
+    accepted_at = models.DateTimeField(null=True, blank=True)
+
+
+class AuditEntry(models.Model):
+    """One decision or notable change: who (None for Postern itself), when,
+    what and why."""
+
+    tenant = models.ForeignKey(
+        Tenant, on_delete=models.CASCADE, null=True, related_name="audit_entries"
+    )
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True
+    )
+    action = models.CharField(max_length=64)
+    subject = models.CharField(max_length=300, blank=True)
+    reason = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+
+class BlockedDomain(models.Model):
+    """A domain (and its subdomains) that no tenant may add or send for."""
+
+    name = models.CharField(max_length=253, unique=True)
+    reason = models.TextField()
+    blocked_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
 
 def new_verification_token():
     return "postern-verify=" + secrets.token_urlsafe(24)
@@ -54,12 +120,28 @@ class Domain(models.Model):
     """A sending domain; Postern signs and relays for it only once verified."""
 
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="domains")
-    name = models.CharField(max_length=253, unique=True)
+    # Several tenants may add the same name, but only one may hold it
+    # verified; taking it from another tenant needs staff consent.
+    name = models.CharField(max_length=253)
     verification_token = models.CharField(max_length=64, default=new_verification_token)
     verified_at = models.DateTimeField(null=True, blank=True)
+    # Set when a re-check no longer found the record (sending stopped).
+    verification_lost_at = models.DateTimeField(null=True, blank=True)
+    # Staff consent to take over a name another tenant has verified.
+    claim_approved_at = models.DateTimeField(null=True, blank=True)
     last_checked_at = models.DateTimeField(null=True, blank=True)
     last_check_result = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "name"], name="one_domain_per_tenant"),
+            models.UniqueConstraint(
+                fields=["name"],
+                condition=models.Q(verified_at__isnull=False),
+                name="one_verified_owner_per_domain",
+            ),
+        ]
 
     def __str__(self):
         return self.name
@@ -86,6 +168,14 @@ class DkimKey(models.Model):
     private_key_sealed = models.BinaryField()
     public_key_b64 = models.TextField()
     active = models.BooleanField(default=False)
+    # When the public key was last found in DNS as published here; a key is
+    # made active only after that.
+    published_at = models.DateTimeField(null=True, blank=True)
+    last_check_result = models.TextField(blank=True)
+    # A key replaced by a rotation: no longer signs, but its record must stay
+    # published until this time, so that mail already signed still verifies.
+    retired_at = models.DateTimeField(null=True, blank=True)
+    keep_published_until = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
