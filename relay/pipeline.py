@@ -2,13 +2,16 @@
 
 process_message: claim → check the sender again → complete headers → DKIM
 sign → queue for delivery. deliver_to_domain: claim the domain's recipients →
-route → one SMTP session → settle each recipient. Both are safe to run twice
-for the same message.
+drop the suppressed, hold development mail → route → take a connection slot
+→ one SMTP session, over which further messages for the domain follow →
+settle each recipient → report failures. Both are safe to run twice for the
+same message.
 """
 
 import logging
 import random
 import uuid
+from dataclasses import dataclass
 from datetime import timedelta
 from email.utils import format_datetime
 
@@ -24,9 +27,25 @@ from policies.sender import (
     parse_headers,
     verified_domain_names,
 )
-from relay import routing, signing, smtp_client
+from relay import (
+    bounces,
+    destinations,
+    dsn,
+    routing,
+    signing,
+    smtp_client,
+    suppression,
+    webhooks,
+)
 from relay.dkim_canon import to_crlf
-from relay.models import DeliveryAttempt, Message, MessageEvent, Recipient
+from relay.models import (
+    DeliveryAttempt,
+    Message,
+    MessageEvent,
+    Recipient,
+    Suppression,
+    TenantDeliverySettings,
+)
 
 log = logging.getLogger("postern.pipeline")
 
@@ -117,6 +136,7 @@ def queue_for_delivery(message, signed, key):
         )
         if moved:
             record(message, "signed", f"d={key.domain.name} s={key.selector}")
+            webhooks.announce(message, "queued")
     return bool(moved)
 
 
@@ -135,56 +155,61 @@ def enqueue_deliveries(message_id):
 # --- delivery -----------------------------------------------------------
 
 
+@dataclass
+class Batch:
+    """The recipients of one message at one domain that one run owns."""
+
+    message: Message
+    token: uuid.UUID
+    recipients: list
+
+
 def deliver_to_domain(message_id, domain):
-    token, recipients = claim_recipients(message_id, domain)
-    if not recipients:
+    batch = claim_batch(message_id, domain)
+    if batch is None:
         return
-    message = Message.objects.get(pk=message_id)
+    tenant_id = batch.message.tenant_id
 
     try:
-        hops = routing.hops_for(domain)
+        legs = routing.plan(domain, tenant_id)
     except routing.RouteError as exc:
         code = 550 if exc.permanent else 451
-        reply = smtp_client.Reply(code, f"{exc.status} {exc.text}")
-        for rcpt in recipients:
-            settle(message, rcpt, token, reply)
-        finish_if_done(message)
+        settle_batch(batch, smtp_client.Reply(code, f"{exc.status} {exc.text}"))
         return
 
-    pending = {rcpt.address: rcpt for rcpt in recipients}
-    problem = None
-    for hop in hops:
-        started = timezone.now()
-        try:
-            result = smtp_client.deliver(
-                hop,
-                settings.DELIVERY_HELO,
-                message.mail_from,
-                list(pending),
-                bytes(message.signed),
-                settings.DELIVERY_TIMEOUT,
-            )
-        except smtp_client.ConnectionProblem as exc:
-            problem = smtp_client.Reply(451, f"4.4.2 {hop.host}[{hop.address}]: {exc}")
-            for rcpt in pending.values():
-                record_attempt(rcpt, hop, problem, "", started)
-            continue
-        for address, reply in result.replies.items():
-            rcpt = pending[address]
-            record_attempt(rcpt, hop, reply, result.tls_version, started)
-            settle(message, rcpt, token, reply)
-        pending = {}
-        break
+    slot = destinations.take_slot(domain)
+    if slot is None:
+        postpone(batch, "destination busy: connection limit reached")
+        return
+    try:
+        deliver_over_one_session(legs, domain, batch)
+    finally:
+        destinations.release_slot(domain, slot)
 
-    for rcpt in pending.values():
-        settle(message, rcpt, token, problem)
-    finish_if_done(message)
+
+def claim_batch(message_id, domain):
+    """Claim the message's due recipients at domain, settle those that are
+    suppressed or held, and return the rest as a Batch (None if none)."""
+    token, recipients = claim_recipients(message_id, domain)
+    if not recipients:
+        return None
+    message = Message.objects.select_related("credential").get(pk=message_id)
+
+    recipients = drop_suppressed(message, recipients, token)
+    if recipients and in_development_mode(message):
+        hold(message, recipients, token)
+        recipients = []
+    if not recipients:
+        finish_if_done(message)
+        return None
+    return Batch(message, token, recipients)
 
 
 def claim_recipients(message_id, domain):
     # A claim token, set by one conditional update, marks the recipients this
     # run owns: two runs for the same domain (a redelivered task, the
-    # sweeper) never both send to one recipient.
+    # sweeper, a run taking the message over an open session) never both send
+    # to one recipient.
     token = uuid.uuid4()
     now = timezone.now()
     Recipient.objects.filter(
@@ -195,6 +220,171 @@ def claim_recipients(message_id, domain):
         state=Recipient.SENDING, claim_token=token, claimed_at=now
     )
     return token, list(Recipient.objects.filter(claim_token=token))
+
+
+def drop_suppressed(message, recipients, token):
+    kept = []
+    for rcpt in recipients:
+        entry = suppression.suppression_for(message.tenant_id, rcpt.address)
+        if entry is None:
+            kept.append(rcpt)
+            continue
+        detail = f"on the suppression list: {entry.entry} ({entry.get_reason_display()})"
+        with transaction.atomic():
+            owned = Recipient.objects.filter(pk=rcpt.pk, claim_token=token).update(
+                state=Recipient.SUPPRESSED, last_reply=detail, claim_token=None
+            )
+            if owned:
+                record(message, "suppressed", f"to={rcpt.address} {detail}")
+                webhooks.announce(message, "suppressed", rcpt, detail)
+    return kept
+
+
+def in_development_mode(message):
+    if message.credential is not None and message.credential.development_mode:
+        return True
+    return TenantDeliverySettings.objects.filter(
+        tenant_id=message.tenant_id, development_mode=True
+    ).exists()
+
+
+def hold(message, recipients, token):
+    detail = "held: development mode"
+    with transaction.atomic():
+        Recipient.objects.filter(pk__in=[r.pk for r in recipients], claim_token=token).update(
+            state=Recipient.HELD, last_reply=detail, claim_token=None
+        )
+        for rcpt in recipients:
+            record(message, "held", f"to={rcpt.address}")
+            webhooks.announce(message, "held", rcpt, detail)
+
+
+def deliver_over_one_session(legs, domain, batch):
+    """Try the legs in order until one gives a session; send the batch, then
+    further due messages of the same tenant for the same domain over that
+    session (RFC 5321 section 3.3 allows many transactions per session)."""
+    problem = None
+    tenant_id = batch.message.tenant_id
+    for leg in legs:
+        started = timezone.now()
+        sent = 0
+        try:
+            with smtp_client.Session(
+                leg.hop, settings.DELIVERY_HELO, settings.DELIVERY_TIMEOUT,
+                source_address=leg.source_address, tls=leg.tls,
+            ) as session:
+                refusal = session.open()
+                if refusal is not None:
+                    problem = refusal
+                    record_attempts(batch, leg, refusal, "", started)
+                    continue
+                while batch is not None:
+                    if not destinations.take_send_permit(domain):
+                        postpone(batch, "destination busy: message rate limit reached")
+                        return
+                    send_batch(session, leg, batch, started)
+                    sent += 1
+                    started = timezone.now()
+                    batch = None
+                    if sent < settings.DELIVERY_MESSAGES_PER_SESSION:
+                        batch = claim_next_batch(domain, tenant_id)
+                return
+        except smtp_client.ConnectionProblem as exc:
+            # The batch in hand goes on to the next leg; those already sent
+            # over this session are settled.
+            hop = leg.hop
+            problem = smtp_client.Reply(451, f"{exc.status} {hop.host}[{hop.address}]: {exc}")
+            record_attempts(batch, leg, problem, "", started)
+    settle_batch(batch, problem)
+
+
+def send_batch(session, leg, batch, started):
+    message = batch.message
+    mail_options, rcpts = envelope_options(session, message, batch.recipients)
+
+    def mark(accepted):
+        mark_data_sent(batch, accepted)
+
+    # A ConnectionProblem from here leaves the batch to the caller, which
+    # tries it on the next leg or defers it.
+    result = session.send(
+        bounces.return_path_for(message), mail_options, rcpts, bytes(message.signed), mark
+    )
+    bounced = []
+    for rcpt in batch.recipients:
+        reply = result.replies[rcpt.address]
+        record_attempt(rcpt, leg.hop, reply, session.tls_version, started)
+        if settle(message, rcpt, batch.token, reply) == Recipient.BOUNCED:
+            bounced.append(rcpt)
+    after_settling(message, bounced)
+
+
+def claim_next_batch(domain, tenant_id):
+    """Another message of the tenant with recipients due at domain, claimed,
+    or None. Only the same tenant's: the session's source address and TLS
+    follow from the tenant's settings."""
+    now = timezone.now()
+    candidates = (
+        Recipient.objects.filter(
+            domain=domain, message__tenant_id=tenant_id, message__state=Message.QUEUED,
+            state__in=[Recipient.QUEUED, Recipient.DEFERRED],
+        )
+        .exclude(next_attempt_at__gt=now)
+        .order_by("message_id")
+        .values_list("message_id", flat=True)
+        .distinct()[:10]
+    )
+    for message_id in candidates:
+        batch = claim_batch(message_id, domain)
+        if batch is not None:
+            return batch
+    return None
+
+
+def envelope_options(session, message, recipients):
+    """MAIL and RCPT parameters for this message, as far as the server
+    supports them: BODY (RFC 6152), SMTPUTF8 (RFC 6531) and the DSN
+    parameters (RFC 3461), passed on so the server reports as asked."""
+    params = message.envelope_params
+    mail_options = []
+    if session.supports("8bitmime"):
+        mail_options.append("BODY=8BITMIME")
+    if params.get("SMTPUTF8") and session.supports("smtputf8"):
+        mail_options.append("SMTPUTF8")
+    dsn_ok = session.supports("dsn")
+    if dsn_ok and params.get("RET"):
+        mail_options.append(f"RET={params['RET']}")
+    if dsn_ok and params.get("ENVID"):
+        mail_options.append(f"ENVID={smtp_client.xtext(params['ENVID'])}")
+
+    rcpts = []
+    for rcpt in recipients:
+        options = []
+        if dsn_ok and rcpt.params.get("NOTIFY"):
+            options.append(f"NOTIFY={rcpt.params['NOTIFY']}")
+        if dsn_ok and rcpt.params.get("ORCPT"):
+            kind, _, address = rcpt.params["ORCPT"].partition(";")
+            options.append(f"ORCPT={kind};{smtp_client.xtext(address)}")
+        rcpts.append((rcpt.address, options))
+    return mail_options, rcpts
+
+
+def mark_data_sent(batch, accepted):
+    # Written (and committed) right before the message and its end mark go
+    # out. If the run dies after this, the sweeper finds the mark and does
+    # not send again (sweeper.expire_claims). What remains: a run killed
+    # between this commit and the write to the socket leaves a recipient
+    # marked unconfirmed that never got the message; a run killed after the
+    # server's 250 but before settle() leaves one that did. Either way it is
+    # sent at most once and shown as unconfirmed, never silently.
+    Recipient.objects.filter(
+        claim_token=batch.token, address__in=accepted, message_id=batch.message.pk
+    ).update(data_sent_at=timezone.now())
+
+
+def record_attempts(batch, leg, reply, tls_version, started):
+    for rcpt in batch.recipients:
+        record_attempt(rcpt, leg.hop, reply, tls_version, started)
 
 
 def record_attempt(rcpt, hop, reply, tls_version, started):
@@ -210,29 +400,72 @@ def record_attempt(rcpt, hop, reply, tls_version, started):
     )
 
 
+def settle_batch(batch, reply):
+    bounced = [
+        rcpt for rcpt in batch.recipients
+        if settle(batch.message, rcpt, batch.token, reply) == Recipient.BOUNCED
+    ]
+    after_settling(batch.message, bounced)
+
+
 def settle(message, rcpt, token, reply):
+    """Record the outcome of an attempt for a recipient this run owns, and
+    return its new state (None if the claim was lost)."""
     now = timezone.now()
     attempts = rcpt.attempts + 1
-    owned = Recipient.objects.filter(pk=rcpt.pk, claim_token=token)
     if reply.accepted:
-        owned.update(state=Recipient.DELIVERED, delivered_at=now, attempts=attempts,
-                     last_reply=str(reply), claim_token=None)
-        record(message, "delivered", f"to={rcpt.address} reply={reply}")
+        state, changes = Recipient.DELIVERED, {"delivered_at": now}
     elif reply.permanent:
-        owned.update(state=Recipient.BOUNCED, attempts=attempts, last_reply=str(reply),
-                     claim_token=None)
-        record(message, "bounced", f"to={rcpt.address} reply={reply}")
+        state, changes = Recipient.BOUNCED, {}
     elif now - message.created_at > timedelta(seconds=settings.DELIVERY_GIVE_UP):
-        final = f"550 5.4.7 Delivery time expired; last reply: {reply}"
-        owned.update(state=Recipient.BOUNCED, attempts=attempts, last_reply=final,
-                     claim_token=None)
-        record(message, "bounced", f"to={rcpt.address} reply={final}")
+        state, changes = Recipient.BOUNCED, {}
+        reply = smtp_client.Reply(550, f"5.4.7 Delivery time expired; last reply: {reply}")
     else:
-        retry_at = now + timedelta(seconds=retry_delay(attempts))
-        owned.update(state=Recipient.DEFERRED, attempts=attempts, last_reply=str(reply),
-                     next_attempt_at=retry_at, claim_token=None)
-        record(message, "deferred",
-               f"to={rcpt.address} reply={reply} retry_at={retry_at.isoformat()}")
+        state = Recipient.DEFERRED
+        changes = {"next_attempt_at": now + timedelta(seconds=retry_delay(attempts))}
+
+    with transaction.atomic():
+        owned = Recipient.objects.filter(pk=rcpt.pk, claim_token=token).update(
+            state=state, attempts=attempts, last_reply=str(reply), claim_token=None,
+            data_sent_at=None, **changes,
+        )
+        if not owned:
+            return None
+        rcpt.state, rcpt.last_reply = state, str(reply)
+        detail = f"to={rcpt.address} reply={reply}"
+        if state == Recipient.DEFERRED:
+            detail += f" retry_at={changes['next_attempt_at'].isoformat()}"
+        record(message, state, detail)
+        webhooks.announce(message, state, rcpt, str(reply))
+        if state == Recipient.BOUNCED:
+            suppress_if_hard(message, rcpt, reply)
+    return state
+
+
+def suppress_if_hard(message, rcpt, reply):
+    status = reply.text.split(" ", 1)[0]
+    if suppression.is_hard_bounce(status):
+        suppression.suppress(
+            message.tenant_id, rcpt.address, Suppression.HARD_BOUNCE,
+            f"{message.queue_id}: {reply}"[:500],
+        )
+
+
+def postpone(batch, reason):
+    """Give the batch back without counting an attempt: it is tried again
+    shortly, when the destination has room."""
+    retry_at = timezone.now() + timedelta(seconds=settings.DESTINATION_RETRY)
+    with transaction.atomic():
+        Recipient.objects.filter(claim_token=batch.token).update(
+            state=Recipient.DEFERRED, next_attempt_at=retry_at, claim_token=None
+        )
+        record(batch.message, "postponed", f"{reason}; retry_at={retry_at.isoformat()}")
+
+
+def after_settling(message, bounced):
+    if bounced:
+        dsn.queue_failure_report(message, bounced)
+    finish_if_done(message)
 
 
 def retry_delay(attempts):

@@ -1,4 +1,6 @@
-"""Where mail for a domain goes: MX lookup per RFC 5321 section 5.1."""
+"""Where mail for a domain goes: MX lookup per RFC 5321 section 5.1 (and
+null MX, RFC 7505), then for each address to try, the source address to bind
+and the TLS the connection must have."""
 
 import random
 from dataclasses import dataclass
@@ -7,7 +9,9 @@ import dns.exception
 import dns.resolver
 from django.conf import settings
 
+from relay import pools, tls_policy
 from relay.dns import resolver
+from relay.smtp_client import TLSRequirement
 
 
 @dataclass(frozen=True)
@@ -60,8 +64,12 @@ def _exchanges(r, domain):
     return [host for _, host in records if host]
 
 
+def _override(domain):
+    return settings.TRANSPORT_OVERRIDES.get(domain) or settings.TRANSPORT_OVERRIDES.get("*")
+
+
 def hops_for(domain):
-    override = settings.TRANSPORT_OVERRIDES.get(domain) or settings.TRANSPORT_OVERRIDES.get("*")
+    override = _override(domain)
     if override:
         host, port = override
         return [Hop(host=host, address=host, port=port)]
@@ -80,3 +88,38 @@ def hops_for(domain):
     if not hops:
         raise RouteError(True, "5.1.2", f"No address found for the mail hosts of {domain}")
     return hops
+
+
+@dataclass(frozen=True)
+class Leg:
+    """One way to try: a hop, the local address to leave from (None: any) and
+    the TLS the session must have."""
+
+    hop: Hop
+    source_address: str | None
+    tls: TLSRequirement
+
+
+def plan(domain, tenant_id):
+    """The legs to try in order for the tenant's mail to domain; RouteError
+    when there are none."""
+    hops = hops_for(domain)
+    tls = tls_policy.tls_for(tenant_id, domain, use_mta_sts=not _override(domain))
+    pool = pools.pool_for(tenant_id)
+
+    legs, skipped = [], []
+    for hop in hops:
+        if not tls.allows(hop):
+            skipped.append(f"{hop.host} is not in the MTA-STS policy")
+            continue
+        try:
+            source = pools.source_address(pool, hop)
+        except pools.NoSourceAddress as exc:
+            skipped.append(f"{hop.host}[{hop.address}]: {exc}")
+            continue
+        legs.append(Leg(hop, source, tls.requirement(hop)))
+    if not legs:
+        # Temporary: the policy or the pool may change, and RFC 8461 section
+        # 5 asks for the message to wait rather than go elsewhere.
+        raise RouteError(False, "4.7.5", f"No usable mail host: {'; '.join(skipped)}")
+    return legs

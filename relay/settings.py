@@ -170,6 +170,29 @@ DELIVERY_MAX_BACKOFF = env_int("POSTERN_DELIVERY_MAX_BACKOFF", 4 * 3600)
 DELIVERY_GIVE_UP = env_int("POSTERN_DELIVERY_GIVE_UP", 5 * 24 * 3600)
 # For local development only: domain (or "*") -> host:port, bypassing MX.
 TRANSPORT_OVERRIDES = env_transport_map("POSTERN_TRANSPORT_OVERRIDES")
+# Several messages for one domain share one SMTP session, up to this many.
+DELIVERY_MESSAGES_PER_SESSION = env_int("POSTERN_DELIVERY_MESSAGES_PER_SESSION", 50)
+# Per recipient domain, unless a DestinationPolicy says otherwise: open
+# connections at a time, and messages per minute (0: no limit).
+DESTINATION_MAX_CONNECTIONS = env_int("POSTERN_DESTINATION_MAX_CONNECTIONS", 5)
+DESTINATION_MESSAGES_PER_MINUTE = env_int("POSTERN_DESTINATION_MESSAGES_PER_MINUTE", 0)
+# A delivery put off by those limits is tried again after this many seconds.
+DESTINATION_RETRY = env_int("POSTERN_DESTINATION_RETRY", 30)
+# CA bundle for verifying MX certificates where TLS is required (empty: the
+# system's store).
+DELIVERY_CA_FILE = env_str("POSTERN_DELIVERY_CA_FILE", "")
+# MTA-STS policy fetch (RFC 8461 section 3.3): HTTPS port and CA bundle.
+MTA_STS_PORT = env_int("POSTERN_MTA_STS_PORT", 443)
+MTA_STS_CA_FILE = env_str("POSTERN_MTA_STS_CA_FILE", "")
+# Return path: empty keeps the client's envelope sender; a domain gives each
+# message its own bounce address there (bounces+QUEUEID@domain), so that
+# asynchronous bounces can be tied to the message.
+RETURN_PATH_DOMAIN = env_str("POSTERN_RETURN_PATH_DOMAIN", "").lower()
+# The listener that takes asynchronous bounces and complaints for that domain.
+BOUNCE_LISTEN = env_hostport("POSTERN_BOUNCE_LISTEN", "127.0.0.1:2525", 25)
+# Webhooks: time-out per post, and how long a failing post is retried.
+WEBHOOK_TIMEOUT = env_int("POSTERN_WEBHOOK_TIMEOUT", 10)
+WEBHOOK_GIVE_UP = env_int("POSTERN_WEBHOOK_GIVE_UP", 24 * 3600)
 
 # The development sink: an SMTP server standing in for the outside world.
 DEV_SINK_DIR = Path(env_str("POSTERN_DEV_SINK_DIR", str(VAR_DIR / "sink")))

@@ -1,5 +1,7 @@
-"""One outbound SMTP session: deliver one message to recipients at one host."""
+"""Outbound SMTP: one session with one remote host, over which several
+messages can be sent one after another (RFC 5321 section 3.3)."""
 
+import re
 import smtplib
 import ssl
 from dataclasses import dataclass, field
@@ -23,22 +25,52 @@ class Reply:
 
 
 @dataclass
-class SessionResult:
+class TransactionResult:
     replies: dict = field(default_factory=dict)  # recipient address -> Reply
-    tls_version: str = ""
 
 
 class ConnectionProblem(Exception):
     """The session could not be had or broke off: a temporary failure."""
 
+    status = "4.4.2"
 
-def _opportunistic_tls():
+
+class TLSProblem(ConnectionProblem):
+    """The TLS that the destination requires could not be had. Nothing was
+    sent in clear."""
+
+    def __init__(self, status, text):
+        super().__init__(text)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class TLSRequirement:
+    """What TLS a session must have. required: never go on in clear.
+    verify_hostname: the certificate must be valid for this name."""
+
+    required: bool = False
+    verify_hostname: str = ""
+    ca_file: str = ""
+    reason: str = ""
+
+
+OPPORTUNISTIC = TLSRequirement()
+
+
+def _opportunistic_context():
     # Opportunistic TLS (RFC 7435): encrypt whenever offered, without
     # authenticating the server, since a failed check would only fall back to
-    # clear text. Enforced, verified TLS is a per-destination policy.
+    # clear text.
     context = ssl.create_default_context()
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return context
+
+
+def _verifying_context(ca_file):
+    context = ssl.create_default_context(cafile=ca_file or None)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     return context
 
@@ -47,58 +79,166 @@ def _text(raw):
     return raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
 
 
-def deliver(hop, helo, mail_from, recipients, data, timeout):
-    """Send data to recipients at hop; returns each recipient's final reply.
+_LINE_END = re.compile(rb"\r\n|\r|\n")
+_LEADING_DOT = re.compile(rb"^\.", re.MULTILINE)
 
-    Raises ConnectionProblem when the session breaks before the reply to the
-    end of data: then no recipient has the message, or (if the break came
-    after the server took the data but before it answered) one may have it
-    and a retry sends it again; RFC 1047 describes that window.
-    """
-    result = SessionResult()
-    smtp = smtplib.SMTP(timeout=timeout, local_hostname=helo)
-    try:
-        code, text = smtp.connect(hop.address, hop.port)
+
+def prepare_data(data):
+    """CRLF line ends, dot-stuffing (RFC 5321 section 4.5.2) and the end of
+    data mark."""
+    data = _LINE_END.sub(b"\r\n", bytes(data))
+    data = _LEADING_DOT.sub(b"..", data)
+    if not data.endswith(b"\r\n"):
+        data += b"\r\n"
+    return data + b".\r\n"
+
+
+_XTEXT_PLAIN = {c for c in range(33, 127)} - {ord("+"), ord("=")}
+
+
+def xtext(value):
+    """RFC 3461 section 4: printable ASCII except "+" and "=", else +HH."""
+    return "".join(
+        chr(b) if b in _XTEXT_PLAIN else f"+{b:02X}" for b in value.encode("utf-8")
+    )
+
+
+class Session:
+    """An open SMTP session with one hop. Use as a context manager."""
+
+    def __init__(self, hop, helo, timeout, source_address=None,
+                 tls=OPPORTUNISTIC):
+        self.hop = hop
+        self.tls_version = ""
+        self._smtp = smtplib.SMTP(
+            timeout=timeout, local_hostname=helo,
+            source_address=(source_address, 0) if source_address else None,
+        )
+        self._tls = tls
+        self.greeting = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def open(self):
+        """Connect, greet and start TLS as required. Returns None, or the
+        Reply when the server turned the session down in its greeting."""
+        try:
+            code, text = self._smtp.connect(self.hop.address, self.hop.port)
+            if code != 220:
+                return Reply(code, _text(text))
+            self._smtp.ehlo()
+            self._start_tls()
+        except TLSProblem:
+            raise
+        except (smtplib.SMTPException, OSError) as exc:
+            raise ConnectionProblem(_describe(exc)) from exc
+        return None
+
+    def _start_tls(self):
+        smtp = self._smtp
+        if not smtp.has_extn("starttls"):
+            if self._tls.required:
+                # X.7.10: encryption needed (RFC 5248 registry).
+                raise TLSProblem("4.7.10", f"no STARTTLS offered; {self._tls.reason}")
+            return
+        if self._tls.required:
+            context = _verifying_context(self._tls.ca_file)
+        else:
+            context = _opportunistic_context()
+        code, text = smtp.docmd("STARTTLS")
         if code != 220:
-            return _all(result, recipients, Reply(code, _text(text)))
+            if self._tls.required:
+                raise TLSProblem("4.7.10", f"STARTTLS refused: {code} {_text(text)}")
+            return
+        try:
+            # smtplib's own starttls() would check the certificate against the
+            # address connected to; the name that counts is the MX host's
+            # (RFC 7672 section 3.2.2 and RFC 8461 section 4.1 both use it).
+            smtp.sock = context.wrap_socket(
+                smtp.sock, server_hostname=self._tls.verify_hostname or self.hop.host
+            )
+        except ssl.SSLCertVerificationError as exc:
+            raise TLSProblem("4.7.5", f"certificate not accepted: {exc.verify_message}")
+        except (ssl.SSLError, OSError) as exc:
+            if self._tls.required:
+                raise TLSProblem("4.7.5", f"TLS failed: {_describe(exc)}")
+            raise
+        # After STARTTLS the client forgets what it knew (RFC 3207 section
+        # 4.2) and greets again.
+        smtp.file = None
+        smtp.helo_resp = smtp.ehlo_resp = None
+        smtp.esmtp_features = {}
+        smtp.does_esmtp = False
+        self.tls_version = smtp.sock.version() or ""
         smtp.ehlo()
-        if smtp.has_extn("starttls"):
-            smtp.starttls(context=_opportunistic_tls())
-            result.tls_version = smtp.sock.version() or ""
-            smtp.ehlo()
 
-        options = ["BODY=8BITMIME"] if smtp.has_extn("8bitmime") else []
-        code, text = smtp.mail(mail_from, options)
+    def supports(self, extension):
+        return self._smtp.has_extn(extension)
+
+    def send(self, mail_from, mail_options, recipients, data, before_end_of_data):
+        """One mail transaction. recipients: [(address, rcpt_options)].
+
+        before_end_of_data(accepted) runs after the server said 354 and right
+        before the message and its end mark are written; see
+        pipeline.mark_data_sent for why.
+
+        Raises ConnectionProblem when the session breaks before the reply to
+        the end of data.
+        """
+        smtp = self._smtp
+        result = TransactionResult()
+        addresses = [address for address, _ in recipients]
+        try:
+            code, text = smtp.mail(mail_from, mail_options)
+            if code != 250:
+                self._reset()
+                return _all(result, addresses, Reply(code, _text(text)))
+
+            accepted = []
+            for address, options in recipients:
+                code, text = smtp.rcpt(address, options)
+                result.replies[address] = Reply(code, _text(text))
+                if 200 <= code < 300:
+                    accepted.append(address)
+            if not accepted:
+                self._reset()
+                return result
+
+            code, text = smtp.docmd("DATA")
+            if code != 354:
+                self._reset()
+                for address in accepted:
+                    result.replies[address] = Reply(code, _text(text))
+                return result
+            before_end_of_data(accepted)
+            smtp.send(prepare_data(data))
+            code, text = smtp.getreply()
+        except (smtplib.SMTPException, OSError) as exc:
+            raise ConnectionProblem(_describe(exc)) from exc
+        for address in accepted:
+            result.replies[address] = Reply(code, _text(text))
+        return result
+
+    def _reset(self):
+        code, text = self._smtp.rset()
         if code != 250:
-            return _all(result, recipients, Reply(code, _text(text)))
+            raise ConnectionProblem(f"RSET refused: {code} {_text(text)}")
 
-        accepted = []
-        for rcpt in recipients:
-            code, text = smtp.rcpt(rcpt)
-            result.replies[rcpt] = Reply(code, _text(text))
-            if 200 <= code < 300:
-                accepted.append(rcpt)
-        if accepted:
-            try:
-                code, text = smtp.data(data)
-            except smtplib.SMTPDataError as refused:  # DATA itself refused
-                code, text = refused.smtp_code, refused.smtp_error
-            for rcpt in accepted:
-                result.replies[rcpt] = Reply(code, _text(text))
-    except (smtplib.SMTPException, OSError) as exc:
-        raise ConnectionProblem(f"{type(exc).__name__}: {exc}") from exc
-    finally:
-        _close(smtp)
-    return result
+    def close(self):
+        try:
+            self._smtp.quit()
+        except (smtplib.SMTPException, OSError):
+            self._smtp.close()
 
 
-def _close(smtp):
-    try:
-        smtp.quit()
-    except (smtplib.SMTPException, OSError):
-        smtp.close()
+def _describe(exc):
+    return f"{type(exc).__name__}: {exc}"
 
 
-def _all(result, recipients, reply):
-    result.replies = {rcpt: reply for rcpt in recipients}
+def _all(result, addresses, reply):
+    result.replies = {address: reply for address in addresses}
     return result

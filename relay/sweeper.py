@@ -9,10 +9,12 @@ import logging
 from datetime import timedelta
 
 from django.conf import settings
+from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from relay.models import Message, Recipient
+from relay import destinations, pipeline, webhooks
+from relay.models import Message, MessageEvent, Recipient
 
 log = logging.getLogger("postern.sweeper")
 
@@ -21,7 +23,7 @@ CLAIM_LEASE = timedelta(minutes=15)
 
 
 def sweep():
-    from relay.tasks import deliver, process_message
+    from relay.tasks import deliver, post_webhook, process_message
 
     now = timezone.now()
     stale = now - timedelta(seconds=settings.POSTERN_STALE_AFTER)
@@ -35,12 +37,7 @@ def sweep():
         if reset:
             process_message.delay(message_id)
 
-    # Known limit: a run that died after the remote server accepted the data
-    # but before it recorded so leaves its recipients here; they are tried
-    # again and may get the message twice.
-    expired = Recipient.objects.filter(
-        state=Recipient.SENDING, claimed_at__lt=now - CLAIM_LEASE
-    ).update(state=Recipient.DEFERRED, next_attempt_at=now, claim_token=None)
+    expired = expire_claims(now)
 
     due = (
         Recipient.objects.filter(message__state=Message.QUEUED)
@@ -54,8 +51,44 @@ def sweep():
     due = list(due)
     for message_id, domain in due:
         deliver.delay(message_id, domain)
-    if due or expired:
-        log.info("event=sweep due=%d expired_claims=%d", len(due), expired)
+    posts = webhooks.due_posts()
+    for post_id in posts:
+        post_webhook.delay(post_id)
+    destinations.forget_old_rates()
+    if due or expired or posts:
+        log.info("event=sweep due=%d expired_claims=%d webhook_posts=%d",
+                 len(due), expired, len(posts))
+
+
+def expire_claims(now):
+    """Give back the recipients of delivery runs that died.
+
+    A recipient whose end of data had been sent (data_sent_at) may have the
+    message already: it is not sent again but marked unconfirmed, for the
+    sender to see (at most once, never silently). The others never got it and
+    are simply due again. Returns how many claims expired.
+    """
+    old = Recipient.objects.filter(state=Recipient.SENDING, claimed_at__lt=now - CLAIM_LEASE)
+    with transaction.atomic():
+        unsure = list(
+            old.filter(data_sent_at__isnull=False).select_related("message")
+            .select_for_update(of=("self",))
+        )
+        for rcpt in unsure:
+            reply = "the delivery run stopped after sending; not sent again"
+            Recipient.objects.filter(pk=rcpt.pk, state=Recipient.SENDING).update(
+                state=Recipient.UNCONFIRMED, claim_token=None, last_reply=reply
+            )
+            MessageEvent.objects.create(
+                message=rcpt.message, kind="unconfirmed", detail=f"to={rcpt.address}"
+            )
+            webhooks.announce(rcpt.message, "unconfirmed", rcpt, reply)
+    for message in {rcpt.message for rcpt in unsure}:
+        pipeline.finish_if_done(message)
+    retried = old.filter(data_sent_at__isnull=True).update(
+        state=Recipient.DEFERRED, next_attempt_at=now, claim_token=None
+    )
+    return len(unsure) + retried
 
 
 def resettable_messages(stale):

@@ -2,7 +2,7 @@
 
 from celery import shared_task
 
-from relay import pipeline, sweeper
+from relay import pipeline, sweeper, webhooks
 
 
 @shared_task(name="relay.tasks.process_message")
@@ -18,3 +18,8 @@ def deliver(message_id, domain):
 @shared_task(name="relay.tasks.sweep")
 def sweep():
     sweeper.sweep()
+
+
+@shared_task(name="relay.tasks.post_webhook")
+def post_webhook(post_id):
+    webhooks.post(post_id)

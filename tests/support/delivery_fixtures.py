@@ -1,0 +1,36 @@
+"""Fixtures for the delivery tests, imported by the tests/test_delivery_*
+modules."""
+
+import pytest
+
+from tests.support.remote_mx import RemoteMX
+
+
+@pytest.fixture
+def outbound(settings, dns_server, delivery_port):
+    """Delivery settings pointing at the test DNS server and the test MX port,
+    with no limit in the way unless a test sets one."""
+    settings.DELIVERY_PORT = delivery_port
+    settings.DELIVERY_TIMEOUT = 10
+    settings.TRANSPORT_OVERRIDES = {}
+    settings.RETURN_PATH_DOMAIN = ""
+    settings.DESTINATION_MAX_CONNECTIONS = 5
+    settings.DESTINATION_MESSAGES_PER_MINUTE = 0
+    settings.DELIVERY_CA_FILE = ""
+    settings.MTA_STS_CA_FILE = ""
+    return settings
+
+
+@pytest.fixture
+def mx_hosts(delivery_port):
+    """Start test MX hosts: mx_hosts("127.0.0.2", tls_context=...)."""
+    started = []
+
+    def start(address, tls_context=None):
+        server = RemoteMX(address, delivery_port, tls_context).start()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()

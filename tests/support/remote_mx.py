@@ -1,0 +1,95 @@
+"""Recipients' mail servers for delivery tests: real SMTP servers on loopback
+addresses (127.0.0.x, ::1) that record every transaction with the session it
+came in and the peer's address, and can be told to misbehave."""
+
+import asyncio
+import threading
+from dataclasses import dataclass, field
+
+from aiosmtpd.controller import Controller
+
+from tests.support.mx import MXServer
+
+
+@dataclass
+class Transaction:
+    mail_from: str
+    rcpt_tos: list
+    data: bytes
+    tls: bool
+    peer: str
+    session: int
+    mail_options: list
+    rcpt_options: list
+
+
+@dataclass
+class Behaviour:
+    rcpt_reply: dict = field(default_factory=dict)  # address -> reply line
+    data_reply: str | None = None  # instead of accepting
+    drop_at_end_of_data: bool = False  # close the connection instead of replying
+    slow_seconds: float = 0  # wait before answering the end of data
+    # When set, the reply to the end of data waits until this event is set;
+    # data_arrived is set as soon as the data is in.
+    hold: threading.Event | None = None
+    data_arrived: threading.Event = field(default_factory=threading.Event)
+
+
+class _Handler:
+    def __init__(self, server):
+        self.server = server
+
+    async def handle_RCPT(self, smtp, session, envelope, address, rcpt_options):
+        reply = self.server.behaviour.rcpt_reply.get(address)
+        if reply:
+            return reply
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.append(list(rcpt_options))
+        return "250 2.1.5 OK"
+
+    async def handle_DATA(self, smtp, session, envelope):
+        behaviour = self.server.behaviour
+        behaviour.data_arrived.set()
+        if behaviour.hold is not None:
+            await asyncio.get_running_loop().run_in_executor(None, behaviour.hold.wait, 60)
+        if behaviour.slow_seconds:
+            await asyncio.sleep(behaviour.slow_seconds)
+        if behaviour.drop_at_end_of_data:
+            smtp.transport.close()
+            return "421 4.3.0 (never seen: the connection is closed)"
+        if behaviour.data_reply:
+            return behaviour.data_reply
+        self.server.record(
+            Transaction(
+                mail_from=envelope.mail_from,
+                rcpt_tos=list(envelope.rcpt_tos),
+                data=envelope.original_content,
+                tls=smtp.transport.get_extra_info("ssl_object") is not None,
+                peer=session.peer[0],
+                session=id(session),
+                mail_options=list(envelope.mail_options),
+                rcpt_options=list(envelope.rcpt_options),
+            )
+        )
+        return "250 2.0.0 OK: accepted by test MX"
+
+
+class RemoteMX(MXServer):
+    """The plain test MX, with the handler above."""
+
+    def __init__(self, host, port, tls_context=None):
+        super().__init__(host, port, tls_context)
+        self.behaviour = Behaviour()
+        self.controller = Controller(
+            _Handler(self), hostname=host, port=port, tls_context=tls_context,
+            decode_data=False, ident="test MX", ready_timeout=10,
+        )
+
+    @property
+    def recipients(self):
+        return [rcpt for t in self.received for rcpt in t.rcpt_tos]
+
+    def stop(self):
+        if self.behaviour.hold is not None:
+            self.behaviour.hold.set()
+        super().stop()
