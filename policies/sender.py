@@ -3,15 +3,25 @@
 The gateway runs these checks at MAIL FROM and DATA so that a client learns of
 a refusal at once; the worker runs them again before signing, because only the
 database at that moment is authoritative.
+
+A credential may narrow what its tenant may claim with identity patterns, one
+per line: `billing@shop.example.com` or `*@shop.example.com`. The `*` stands
+for any local part (or part of one); the domain is matched exactly, so a
+subdomain must be listed on its own. Whatever a pattern says, an address is
+only ever allowed at a domain the tenant has verified.
 """
 
+import re
 from dataclasses import dataclass
-from email.headerregistry import Address
 from email.parser import BytesHeaderParser
 from email.policy import SMTP as SMTP_POLICY
 from email.utils import getaddresses
 
 from tenants.models import Domain
+
+# An address written inside a display name, e.g. "billing@bank.example" in
+# `"billing@bank.example" <x@shop.example>`: readers see it, DMARC does not.
+_ADDRESS_IN_TEXT = re.compile(r"[^\s<>\"'@,;:()]+@([A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+)")
 
 
 @dataclass(frozen=True)
@@ -39,16 +49,54 @@ def verified_domain_names(tenant_id):
     )
 
 
-def check_envelope_sender(mail_from, domains):
-    if mail_from == "":
-        return Refusal(550, "5.7.1", "Null reverse-path is not accepted for submission")
-    domain = address_domain(mail_from)
-    if not domain:
-        return Refusal(553, "5.1.7", "Sender address has no domain")
+def parse_identity_patterns(text):
+    """The non-empty, lower-cased lines of a credential's allowed_identities."""
+    lines = (line.strip().lower() for line in (text or "").splitlines())
+    return tuple(line for line in lines if line and not line.startswith("#"))
+
+
+def _pattern_matches(pattern, address):
+    local_pattern, at, domain_pattern = pattern.rpartition("@")
+    if not at:
+        return False
+    local, _, domain = address.lower().rpartition("@")
+    if domain.rstrip(".") != domain_pattern:
+        return False
+    regex = ".*".join(re.escape(part) for part in local_pattern.split("*"))
+    return re.fullmatch(regex, local) is not None
+
+
+def may_claim(address, domains, identities=()):
+    """Whether a sender with these verified domains and identity patterns may
+    use this address."""
+    if address_domain(address) not in domains:
+        return False
+    if not identities:
+        return True
+    return any(_pattern_matches(pattern, address) for pattern in identities)
+
+
+def _not_allowed(what, address, domains):
+    domain = address_domain(address)
     if domain not in domains:
         return Refusal(
-            550, "5.7.1", f"Sender domain {domain} is not a verified domain of this account"
+            550,
+            "5.7.1",
+            f"{what} domain {domain or '(none)'} is not a verified domain "
+            "of this account",
         )
+    return Refusal(
+        550, "5.7.1", f"{what} {address} is not an identity this credential may use"
+    )
+
+
+def check_envelope_sender(mail_from, domains, identities=()):
+    if mail_from == "":
+        return Refusal(550, "5.7.1", "Null reverse-path is not accepted for submission")
+    if not address_domain(mail_from):
+        return Refusal(553, "5.1.7", "Sender address has no domain")
+    if not may_claim(mail_from, domains, identities):
+        return _not_allowed("Sender", mail_from, domains)
     return None
 
 
@@ -61,20 +109,44 @@ def header_from_address(headers):
 
     RFC 5322 section 3.6 allows exactly one From field; DMARC (RFC 7489
     section 6.6.1) cannot evaluate a message with several, so neither can we.
+    A From with several mailboxes is refused for the same reason, although
+    RFC 5322 section 3.6.2 allows it together with a Sender field.
     """
     fields = headers.get_all("From") or []
-    if len(fields) != 1:
-        problem = "has no From header" if not fields else "has more than one From header"
-        return Refusal(550, "5.6.0", f"Message {problem}")
+    if not fields:
+        return Refusal(550, "5.6.0", "Message has no From header (RFC 5322 3.6)")
+    if len(fields) > 1:
+        return Refusal(
+            550, "5.6.0", "Message has more than one From header (RFC 5322 3.6)"
+        )
     addresses = [addr for _, addr in getaddresses([str(fields[0])]) if addr]
     if len(addresses) != 1:
         return Refusal(550, "5.6.0", "From header must hold exactly one address")
     return addresses[0]
 
 
-def check_header_sender(headers, domains):
-    """Refuse a message whose From, Sender or Reply-To names a domain the
-    tenant has not verified."""
+def check_display_name(headers, domains):
+    """Refuse a From whose display name shows an address at a domain the
+    tenant has not verified: the reader sees that address, while DMARC only
+    checks the real one. Only addresses are caught; a display name that
+    merely mentions a brand is a matter for the anti-spam stage."""
+    values = [str(value) for value in headers.get_all("From") or []]
+    for name, _ in getaddresses(values):
+        for match in _ADDRESS_IN_TEXT.finditer(name):
+            shown = match.group(1).rstrip(".").lower()
+            if shown not in domains:
+                return Refusal(
+                    550,
+                    "5.7.1",
+                    f"From display name shows an address at {shown}, which is "
+                    "not a verified domain of this account",
+                )
+    return None
+
+
+def check_header_sender(headers, domains, identities=()):
+    """Refuse a message whose From, Sender or Reply-To names an address the
+    sender may not claim."""
     author = header_from_address(headers)
     if isinstance(author, Refusal):
         return author
@@ -83,20 +155,15 @@ def check_header_sender(headers, domains):
         for value in headers.get_all(field) or []:
             claimed += [(field, addr) for _, addr in getaddresses([str(value)]) if addr]
     for field, address in claimed:
-        domain = address_domain(address)
-        if domain not in domains:
-            return Refusal(
-                550,
-                "5.7.1",
-                f"{field} domain {domain or '(none)'} is not a verified domain "
-                "of this account",
-            )
-    return None
+        if not may_claim(address, domains, identities):
+            return _not_allowed(field, address, domains)
+    return check_display_name(headers, domains)
 
 
 def is_plausible_recipient(address):
-    try:
-        parsed = Address(addr_spec=address)
-    except (ValueError, IndexError, TypeError):
-        return False
-    return bool(parsed.username and parsed.domain and "." in parsed.domain.strip("."))
+    """A mailbox at a domain name that could have an MX: the gateway has
+    already checked the syntax (RFC 5321 4.1.2). Address literals are refused,
+    because delivery goes by MX records only."""
+    local, at, domain = address.rpartition("@")
+    domain = domain.rstrip(".")
+    return bool(local and at and "." in domain and not domain.startswith("["))

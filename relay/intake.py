@@ -12,12 +12,16 @@ log = logging.getLogger(__name__)
 
 
 def accept_message(*, tenant_id, credential_id, mail_from, rcpt_tos, raw, headers,
-                   client_address):
+                   client_address, envelope_params=None, rcpt_params=None):
+    """envelope_params: the MAIL FROM parameters; rcpt_params: one dict of RCPT
+    TO parameters per recipient, in the order of rcpt_tos."""
+    rcpt_params = rcpt_params or [{} for _ in rcpt_tos]
     with transaction.atomic():
         message = Message.objects.create(
             tenant_id=tenant_id,
             credential_id=credential_id,
             mail_from=mail_from,
+            envelope_params=envelope_params or {},
             header_from=str(headers.get("From", ""))[:998],
             subject=str(headers.get("Subject", ""))[:998],
             size=len(raw),
@@ -25,8 +29,13 @@ def accept_message(*, tenant_id, credential_id, mail_from, rcpt_tos, raw, header
             raw=raw,
         )
         Recipient.objects.bulk_create(
-            Recipient(message=message, address=rcpt, domain=address_domain(rcpt))
-            for rcpt in rcpt_tos
+            Recipient(
+                message=message,
+                address=rcpt,
+                domain=address_domain(rcpt),
+                params=params,
+            )
+            for rcpt, params in zip(rcpt_tos, rcpt_params, strict=True)
         )
         MessageEvent.objects.create(
             message=message,

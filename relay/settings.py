@@ -17,6 +17,7 @@ from relay.env import (
     env_secret,
     env_str,
     env_transport_map,
+    parse_hostport,
 )
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -154,6 +155,43 @@ GATEWAY_MAX_MESSAGE_SIZE = env_int("POSTERN_MAX_MESSAGE_SIZE", 25 * 1024 * 1024)
 GATEWAY_MAX_RECIPIENTS = env_int("POSTERN_MAX_RECIPIENTS", 100)
 TLS_CERT_FILE = env_str("POSTERN_TLS_CERT", str(VAR_DIR / "tls" / "cert.pem"))
 TLS_KEY_FILE = env_str("POSTERN_TLS_KEY", str(VAR_DIR / "tls" / "key.pem"))
+# Implicit TLS ("submissions", RFC 8314 section 3.3; 465 in production).
+# Empty disables that listener.
+_submissions = env_str("POSTERN_SUBMISSIONS_LISTEN").strip()
+GATEWAY_SUBMISSIONS = (
+    parse_hostport("POSTERN_SUBMISSIONS_LISTEN", _submissions, 465)
+    if _submissions
+    else None
+)
+# A session idle this long, or open this long in all, is closed with 421.
+GATEWAY_IDLE_TIMEOUT = env_int("POSTERN_SMTP_IDLE_TIMEOUT", 300)
+GATEWAY_SESSION_TIMEOUT = env_int("POSTERN_SMTP_SESSION_TIMEOUT", 1800)
+# On SIGTERM, transactions in flight get this long to finish.
+GATEWAY_SHUTDOWN_GRACE = env_int("POSTERN_SHUTDOWN_GRACE", 30)
+# Expect a PROXY protocol v1/v2 header from a TCP load balancer first.
+GATEWAY_PROXY_PROTOCOL = env_bool("POSTERN_PROXY_PROTOCOL", False)
+# Counters shared by gateway processes (rate limits, AUTH failures). Default:
+# the broker's Redis; empty, or a broker that is not Redis: in-process.
+_broker_is_redis = CELERY_BROKER_URL.startswith(("redis://", "rediss://"))
+GATEWAY_COUNTERS_URL = env_str(
+    "POSTERN_COUNTERS_REDIS_URL", CELERY_BROKER_URL if _broker_is_redis else ""
+)
+# Platform defaults for a credential's empty limit fields; 0: no limit.
+GATEWAY_DEFAULT_LIMITS = {
+    "messages_per_minute": env_int("POSTERN_MESSAGES_PER_MINUTE", 0),
+    "messages_per_hour": env_int("POSTERN_MESSAGES_PER_HOUR", 0),
+    "messages_per_day": env_int("POSTERN_MESSAGES_PER_DAY", 0),
+    "bytes_per_hour": env_int("POSTERN_BYTES_PER_HOUR", 0),
+    "bytes_per_day": env_int("POSTERN_BYTES_PER_DAY", 0),
+}
+GATEWAY_MAX_CONNECTIONS = env_int("POSTERN_MAX_CONNECTIONS_PER_CREDENTIAL", 20)
+# AUTH failures: slowed after SLOW_AFTER, blocked after BLOCK_AFTER within
+# the window, for BLOCK_SECONDS.
+GATEWAY_AUTH_WINDOW = env_int("POSTERN_AUTH_FAILURE_WINDOW", 900)
+GATEWAY_AUTH_SLOW_AFTER = env_int("POSTERN_AUTH_SLOW_AFTER", 3)
+GATEWAY_AUTH_BLOCK_AFTER = env_int("POSTERN_AUTH_BLOCK_AFTER", 10)
+GATEWAY_AUTH_BLOCK_SECONDS = env_int("POSTERN_AUTH_BLOCK_SECONDS", 900)
+GATEWAY_AUTH_MAX_DELAY = env_int("POSTERN_AUTH_MAX_DELAY", 5)
 
 # DNS. Empty means the system resolver.
 DNS_RESOLVER = env_str("POSTERN_DNS_RESOLVER", "")

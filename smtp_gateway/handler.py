@@ -1,11 +1,14 @@
 """What the gateway does at each SMTP command: cheap checks, then a durable
-commit, then the pipeline is enqueued. Database work runs in a thread pool so
-that one slow query never stalls the other sessions on the event loop."""
+commit, then the pipeline is enqueued. Database and Redis work runs in a
+thread pool so that one slow query never stalls the other sessions on the
+event loop."""
 
 import asyncio
 import binascii
 import logging
+import re
 from base64 import b64decode
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -13,19 +16,25 @@ from aiosmtpd.smtp import MISSING, AuthResult
 from django import db
 
 from policies.sender import (
-    Refusal,
     check_envelope_sender,
     check_header_sender,
     is_plausible_recipient,
     parse_headers,
+    parse_identity_patterns,
     verified_domain_names,
 )
 from relay.intake import accept_message, enqueue_processing
+from smtp_gateway import auth_guard, rate_limits
+from smtp_gateway.models import SecurityEvent
 from tenants.credentials import authenticate
 
 log = logging.getLogger("postern.gateway")
 
 TEMPORARY_FAILURE = "451 4.3.0 Temporary failure, please try again later"
+# RFC 5321 section 2.3.8: lines end with CRLF; a CR or LF alone is how a
+# second message is smuggled past a server that reads the end of data
+# differently from the next hop. Refused whole, never normalised.
+_BARE_LINE_ENDING = re.compile(rb"\r(?!\n)|(?<!\r)\n")
 
 
 @dataclass(frozen=True)
@@ -36,19 +45,32 @@ class Identity:
     tenant_id: int
     username: str
     domains: frozenset
+    identities: tuple
+    max_message_size: int
+    max_recipients: int
+    max_connections: int
+    limits: tuple
 
 
-def _peer_ip(session):
-    peer = session.peer
-    return peer[0] if isinstance(peer, tuple) else None
+@dataclass(frozen=True)
+class GatewayPolicy:
+    max_message_size: int
+    max_recipients: int
+    max_connections: int
+    default_limits: dict
+    guard: auth_guard.GuardPolicy
 
 
-def _log_refusal(session, command, refusal):
-    log.info("event=refused peer=%s command=%s reply=%r", _peer_ip(session), command,
+def has_bare_line_ending(raw):
+    return _BARE_LINE_ENDING.search(raw) is not None
+
+
+def _log_refusal(server, command, refusal):
+    log.info("event=refused peer=%s command=%s reply=%r", server.peer_ip, command,
              str(refusal))
 
 
-def _login(username, password, peer_ip):
+def _login(username, password, peer_ip, policy):
     db.close_old_connections()
     credential = authenticate(username, password, peer_ip)
     if credential is None:
@@ -58,6 +80,21 @@ def _login(username, password, peer_ip):
         tenant_id=credential.tenant_id,
         username=credential.username,
         domains=verified_domain_names(credential.tenant_id),
+        identities=parse_identity_patterns(credential.allowed_identities),
+        max_message_size=min(
+            credential.max_message_size or policy.max_message_size,
+            policy.max_message_size,
+        ),
+        max_recipients=credential.max_recipients or policy.max_recipients,
+        max_connections=credential.max_connections or policy.max_connections,
+        limits=rate_limits.credential_limits(credential, policy.default_limits),
+    )
+
+
+def _record_event(kind, peer_ip, username, detail=""):
+    db.close_old_connections()
+    SecurityEvent.objects.create(
+        kind=kind, client_address=peer_ip, username=username[:64], detail=detail[:300]
     )
 
 
@@ -67,7 +104,9 @@ def _store(identity, envelope, raw, headers, peer_ip):
         tenant_id=identity.tenant_id,
         credential_id=identity.credential_id,
         mail_from=envelope.mail_from,
+        envelope_params=envelope.mail_params,
         rcpt_tos=list(envelope.rcpt_tos),
+        rcpt_params=list(envelope.rcpt_params),
         raw=raw,
         headers=headers,
         client_address=peer_ip,
@@ -76,23 +115,42 @@ def _store(identity, envelope, raw, headers, peer_ip):
     return message.queue_id
 
 
+def _rate_reply(full):
+    limit, retry_after = full
+    return (
+        f"451 4.7.1 Sending limit of {limit.name} reached for this credential; "
+        f"retry in {retry_after} seconds"
+    )
+
+
 class SubmissionHandler:
-    def __init__(self, max_recipients, workers=8):
-        self.max_recipients = max_recipients
+    def __init__(self, policy, counters, workers=8):
+        self.policy = policy
+        self.counters = counters
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="gw-db")
+        # Authenticated sessions per credential in this process. Kept here and
+        # not in Redis so that a killed process leaves nothing behind; the
+        # limit therefore applies per gateway process.
+        self.connections = Counter()
 
     async def _in_thread(self, func, *args):
         return await asyncio.get_running_loop().run_in_executor(self.pool, func, *args)
 
+    async def handle_PROXY(self, server, session, envelope, proxy_data):
+        return bool(proxy_data and proxy_data.valid)
+
     async def handle_EHLO(self, server, session, envelope, hostname, responses):
         session.host_name = hostname
         final = responses.pop()  # "250 HELP"
-        responses += ["250-PIPELINING", "250-ENHANCEDSTATUSCODES", final]
+        responses += ["250-PIPELINING", "250-ENHANCEDSTATUSCODES", "250-DSN", final]
         return responses
 
-    async def handle_VRFY(self, server, session, envelope, address):
-        # Address verification tells an attacker which mailboxes exist.
-        return "502 5.5.1 VRFY is disabled"
+    def session_closed(self, session):
+        identity = session.auth_data
+        if isinstance(identity, Identity):
+            self.connections[identity.credential_id] -= 1
+            if self.connections[identity.credential_id] <= 0:
+                del self.connections[identity.credential_id]
 
     # AUTH mechanisms are implemented here rather than by aiosmtpd's built-ins,
     # whose authenticator callback is synchronous and would run the database
@@ -135,10 +193,23 @@ class SubmissionHandler:
             return None
 
     async def _check(self, server, login, password):
-        peer_ip = _peer_ip(server.session)
+        peer_ip = server.peer_ip
+        username = login.decode("utf-8", errors="replace")
         try:
+            blocked = await self._in_thread(
+                auth_guard.blocked_for, self.counters, peer_ip, username
+            )
+            if blocked:
+                log.info("event=auth_blocked peer=%s", peer_ip)
+                return AuthResult(
+                    success=False, handled=False,
+                    message=(
+                        "454 4.7.0 Too many failed logins; try again in "
+                        f"{blocked} seconds"
+                    ),
+                )
             identity = await self._in_thread(
-                _login, login.decode("utf-8"), password.decode("utf-8"), peer_ip
+                _login, username, password.decode("utf-8"), peer_ip, self.policy
             )
         except UnicodeDecodeError:
             identity = None
@@ -149,45 +220,128 @@ class SubmissionHandler:
                 message="454 4.7.0 Temporary authentication failure",
             )
         if identity is None:
-            log.info("event=auth_failed peer=%s", peer_ip)
-            return AuthResult(success=False, handled=False)
+            return await self._failed(peer_ip, username)
+        if self.connections[identity.credential_id] >= identity.max_connections:
+            log.info("event=too_many_connections peer=%s username=%s", peer_ip,
+                     identity.username)
+            return AuthResult(
+                success=False, handled=False,
+                message=(
+                    "454 4.7.0 Too many concurrent connections for this "
+                    f"credential (limit {identity.max_connections})"
+                ),
+            )
+        self.connections[identity.credential_id] += 1
         log.info("event=auth_ok peer=%s username=%s", peer_ip, identity.username)
         return AuthResult(success=True, handled=False, auth_data=identity)
 
-    async def handle_MAIL(self, server, session, envelope, address, mail_options):
+    async def _failed(self, peer_ip, username):
+        log.info("event=auth_failed peer=%s", peer_ip)
+        try:
+            delay, blocked = await self._in_thread(
+                auth_guard.record_failure, self.counters, self.policy.guard,
+                peer_ip, username,
+            )
+            await self._in_thread(
+                _record_event, SecurityEvent.AUTH_FAILED, peer_ip, username
+            )
+            for subject in blocked:
+                log.warning("event=auth_block_started peer=%s subject=%s", peer_ip,
+                            subject.partition(":")[0])
+                await self._in_thread(
+                    _record_event, SecurityEvent.AUTH_BLOCKED, peer_ip, username,
+                    f"{subject.partition(':')[0]} blocked for "
+                    f"{self.policy.guard.block_seconds} seconds",
+                )
+        except Exception:
+            log.exception("event=auth_guard_error peer=%s", peer_ip)
+            delay = self.policy.guard.max_delay
+        if delay:
+            await asyncio.sleep(delay)
+        return AuthResult(success=False, handled=False)
+
+    async def handle_MAIL(self, server, session, envelope, address, params):
         identity = session.auth_data
-        refusal = check_envelope_sender(address, identity.domains)
+        refusal = check_envelope_sender(address, identity.domains, identity.identities)
         if refusal:
-            _log_refusal(session, "MAIL", refusal)
+            _log_refusal(server, "MAIL", refusal)
             return str(refusal)
-        envelope.mail_from = address
-        envelope.mail_options.extend(mail_options)
+        size = params.get("SIZE", 0)
+        if size > identity.max_message_size:
+            return (
+                "552 5.3.4 Message size exceeds the limit of "
+                f"{identity.max_message_size} octets for this credential"
+            )
+        try:
+            full = await self._in_thread(
+                rate_limits.full_limit, self.counters, identity.credential_id,
+                identity.limits, size,
+            )
+        except Exception:
+            log.exception("event=rate_check_failed peer=%s", server.peer_ip)
+            return TEMPORARY_FAILURE
+        if full:
+            return _rate_reply(full)
         return "250 2.1.0 Sender OK"
 
-    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
-        if len(envelope.rcpt_tos) >= self.max_recipients:
-            return "452 4.5.3 Too many recipients"
+    async def handle_RCPT(self, server, session, envelope, address, params):
+        limit = session.auth_data.max_recipients
+        if len(envelope.rcpt_tos) >= limit:
+            return f"452 4.5.3 Too many recipients (limit {limit} per message)"
         if not is_plausible_recipient(address):
             return "553 5.1.3 Recipient address is not a valid mailbox"
-        envelope.rcpt_tos.append(address)
-        envelope.rcpt_options.extend(rcpt_options)
         return "250 2.1.5 Recipient OK"
 
     async def handle_DATA(self, server, session, envelope):
+        identity = session.auth_data
         raw = envelope.original_content
+        if has_bare_line_ending(raw):
+            log.info("event=refused peer=%s command=DATA reason=bare_line_ending",
+                     server.peer_ip)
+            return (
+                "550 5.6.0 Message contains a bare CR or LF; lines must end "
+                "with CRLF (RFC 5321 2.3.8)"
+            )
+        if len(raw) > identity.max_message_size:
+            return (
+                "552 5.3.4 Message size exceeds the limit of "
+                f"{identity.max_message_size} octets for this credential"
+            )
         headers = parse_headers(raw)
-        refusal = check_header_sender(headers, session.auth_data.domains)
+        refusal = check_header_sender(headers, identity.domains, identity.identities)
         if refusal:
-            _log_refusal(session, "DATA", refusal)
+            _log_refusal(server, "DATA", refusal)
             return str(refusal)
-        peer_ip = _peer_ip(session)
+        return await self._accept(server, identity, envelope, raw, headers)
+
+    async def _accept(self, server, identity, envelope, raw, headers):
+        peer_ip = server.peer_ip
+        counted = False
         try:
+            full = await self._in_thread(
+                rate_limits.count_message, self.counters, identity.credential_id,
+                identity.limits, len(raw),
+            )
+            if full:
+                return _rate_reply(full)
+            counted = True
             queue_id = await self._in_thread(
-                _store, session.auth_data, envelope, raw, headers, peer_ip
+                _store, identity, envelope, raw, headers, peer_ip
             )
         except Exception:
             log.exception("event=intake_failed peer=%s", peer_ip)
+            if counted:
+                await self._uncount(identity, len(raw))
             return TEMPORARY_FAILURE
         log.info("event=accepted peer=%s queue_id=%s size=%d rcpts=%d", peer_ip,
                  queue_id, len(raw), len(envelope.rcpt_tos))
         return f"250 2.0.0 Ok: queued as {queue_id}"
+
+    async def _uncount(self, identity, size):
+        try:
+            await self._in_thread(
+                rate_limits.uncount_message, self.counters, identity.credential_id,
+                identity.limits, size,
+            )
+        except Exception:
+            log.exception("event=uncount_failed credential=%s", identity.credential_id)

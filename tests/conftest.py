@@ -118,6 +118,24 @@ def stack(django_db_setup, django_db_blocker, dns_server, delivery_port, gateway
     gateway.stop()
 
 
+@pytest.fixture(scope="session")
+def gateway(django_db_setup, django_db_blocker, dns_server, gateway_tls, run_dir):
+    """A gateway process alone, with both listeners and the short limits the
+    gateway tests exercise; see tests/support/gateway.py."""
+    from django.db import connection
+
+    from tests.support.gateway import gateway_env, start_test_gateway
+
+    redis_url = f"{os.environ['POSTERN_REDIS_URL']}/{redis_db_index()}"
+    env = gateway_env(connection.settings_dict, redis_url, dns_server, gateway_tls,
+                      run_dir)
+    logs = run_dir / "logs"
+    logs.mkdir(exist_ok=True)
+    started = start_test_gateway(env, logs)
+    yield started
+    started.process.stop()
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item, call):
     """On a failure in a test that used the stack, show the processes' logs."""
@@ -127,4 +145,8 @@ def pytest_runtest_makereport(item, call):
         for process in (stack.gateway, stack.worker):
             tail = process.output()[-6000:]
             report.sections.append((f"{process.name} log (tail)", tail))
+    gateway = item.funcargs.get("gateway") if hasattr(item, "funcargs") else None
+    if report.failed and gateway is not None:
+        tail = gateway.process.output()[-6000:]
+        report.sections.append(("gateway-tests log (tail)", tail))
     return report

@@ -1,0 +1,67 @@
+"""A gateway process of its own for the gateway tests: both listeners, short
+limits, and settings that a test may change, without a worker."""
+
+import os
+import sys
+from dataclasses import dataclass
+
+from tests.support.processes import Process, free_port, wait_for_port
+
+
+@dataclass
+class Gateway:
+    env: dict
+    submission_host: str
+    submission_port: int
+    submissions_port: int
+    process: Process
+
+    @property
+    def implicit(self):
+        """The same gateway seen through its implicit-TLS listener."""
+        return _Endpoint(self.submission_host, self.submissions_port)
+
+
+@dataclass
+class _Endpoint:
+    submission_host: str
+    submission_port: int
+
+
+def gateway_env(database, redis_url, dns_server, tls, run_dir, **overrides):
+    env = dict(
+        os.environ,
+        DJANGO_SETTINGS_MODULE="relay.settings",
+        DATABASE_URL=(
+            f"postgres://{database['USER']}@{database['HOST']}:{database['PORT']}"
+            f"/{database['NAME']}"
+        ),
+        CELERY_BROKER_URL=redis_url,
+        POSTERN_DNS_RESOLVER=dns_server.address,
+        POSTERN_TLS_CERT=str(tls[0]),
+        POSTERN_TLS_KEY=str(tls[1]),
+        POSTERN_VAR_DIR=str(run_dir),
+        POSTERN_AUTH_SLOW_AFTER="3",
+        POSTERN_AUTH_BLOCK_AFTER="6",
+        POSTERN_AUTH_BLOCK_SECONDS="120",
+        POSTERN_AUTH_MAX_DELAY="1",
+        POSTERN_SHUTDOWN_GRACE="20",
+    )
+    env.pop("POSTERN_TRANSPORT_OVERRIDES", None)
+    env.update(overrides)
+    return env
+
+
+def start_test_gateway(env, log_dir, name="gateway-tests"):
+    host = "127.0.0.1"
+    submission_port, submissions_port = free_port(), free_port()
+    env = dict(
+        env,
+        POSTERN_SUBMISSION_LISTEN=f"{host}:{submission_port}",
+        POSTERN_SUBMISSIONS_LISTEN=f"{host}:{submissions_port}",
+    )
+    process = Process(name, [sys.executable, "manage.py", "run_gateway"], env,
+                      log_dir)
+    wait_for_port(host, submission_port, process=process.popen)
+    wait_for_port(host, submissions_port, process=process.popen)
+    return Gateway(env, host, submission_port, submissions_port, process)
