@@ -26,9 +26,10 @@ class People:
         return client
 
 
-def make_user(username, tenant=None, role=Membership.OWNER, **extra):
-    user = get_user_model().objects.create_user(username, password="pw-" + username,
-                                                **extra)
+def make_user(username, tenant=None, role=Membership.OWNER, password=None, **extra):
+    """A user, logged in with Client.force_login unless given a password: the
+    password hash is deliberately slow, and most tests do not need one."""
+    user = get_user_model().objects.create_user(username, password=password, **extra)
     if tenant is not None:
         Membership.objects.create(user=user, tenant=tenant, role=role)
     return user
