@@ -272,6 +272,7 @@ def deliver_over_one_session(legs, domain, batch):
             with smtp_client.Session(
                 leg.hop, settings.DELIVERY_HELO, settings.DELIVERY_TIMEOUT,
                 source_address=leg.source_address, tls=leg.tls,
+                data_timeout=settings.DELIVERY_DATA_TIMEOUT,
             ) as session:
                 refusal = session.open()
                 if refusal is not None:

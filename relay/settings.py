@@ -216,6 +216,9 @@ DESTINATION_MAX_CONNECTIONS = env_int("POSTERN_DESTINATION_MAX_CONNECTIONS", 5)
 DESTINATION_MESSAGES_PER_MINUTE = env_int("POSTERN_DESTINATION_MESSAGES_PER_MINUTE", 0)
 # A delivery put off by those limits is tried again after this many seconds.
 DESTINATION_RETRY = env_int("POSTERN_DESTINATION_RETRY", 30)
+# Wait for the reply to the end of data this long: RFC 5321 section
+# 4.5.3.2.6 asks for 10 minutes, since giving up earlier invites duplicates.
+DELIVERY_DATA_TIMEOUT = env_int("POSTERN_DELIVERY_DATA_TIMEOUT", 600)
 # CA bundle for verifying MX certificates where TLS is required (empty: the
 # system's store).
 DELIVERY_CA_FILE = env_str("POSTERN_DELIVERY_CA_FILE", "")

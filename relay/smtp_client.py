@@ -107,8 +107,9 @@ class Session:
     """An open SMTP session with one hop. Use as a context manager."""
 
     def __init__(self, hop, helo, timeout, source_address=None,
-                 tls=OPPORTUNISTIC):
+                 tls=OPPORTUNISTIC, data_timeout=600):
         self.hop = hop
+        self.timeout, self.data_timeout = timeout, data_timeout
         self.tls_version = ""
         self._smtp = smtplib.SMTP(
             timeout=timeout, local_hostname=helo,
@@ -216,7 +217,9 @@ class Session:
                 return result
             before_end_of_data(accepted)
             smtp.send(prepare_data(data))
+            smtp.sock.settimeout(self.data_timeout)
             code, text = smtp.getreply()
+            smtp.sock.settimeout(self.timeout)
         except (smtplib.SMTPException, OSError) as exc:
             raise ConnectionProblem(_describe(exc)) from exc
         for address in accepted:

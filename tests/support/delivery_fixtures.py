@@ -12,6 +12,7 @@ def outbound(settings, dns_server, delivery_port):
     with no limit in the way unless a test sets one."""
     settings.DELIVERY_PORT = delivery_port
     settings.DELIVERY_TIMEOUT = 10
+    settings.DELIVERY_DATA_TIMEOUT = 10
     settings.TRANSPORT_OVERRIDES = {}
     settings.RETURN_PATH_DOMAIN = ""
     settings.DESTINATION_MAX_CONNECTIONS = 5
