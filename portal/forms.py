@@ -19,6 +19,9 @@ APPLICATION_FIELDS = [
 
 class ApplicationForm(forms.ModelForm):
     website = forms.URLField(max_length=200, assume_scheme="https")
+    # Longer than a code, so that "Germany" gets the helpful error below
+    # rather than a bare length complaint.
+    country = forms.CharField(max_length=60, label="Country (two-letter code, e.g. DE)")
 
     class Meta:
         model = Tenant
