@@ -24,7 +24,7 @@ def _pem_key(key):
 
 
 @dataclass
-class TestCA:
+class LoopbackCA:
     directory: Path
     key: object
     cert: x509.Certificate
