@@ -3,14 +3,14 @@ limits, and settings that a test may change, without a worker."""
 
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from tests.support.processes import Process, free_port, wait_for_port
 
 
 @dataclass
 class Gateway:
-    env: dict
+    env: dict = field(repr=False)
     submission_host: str
     submission_port: int
     submissions_port: int
