@@ -9,7 +9,12 @@ from tests.support.remote_mx import RemoteMX
 @pytest.fixture
 def outbound(settings, dns_server, delivery_port):
     """Delivery settings pointing at the test DNS server and the test MX port,
-    with no limit in the way unless a test sets one."""
+    with no limit in the way unless a test sets one. Tasks queued meanwhile
+    run at once in this process instead of going to a broker."""
+    from relay.celery import app
+
+    eager = app.conf.task_always_eager
+    app.conf.task_always_eager = True
     settings.DELIVERY_PORT = delivery_port
     settings.DELIVERY_TIMEOUT = 10
     settings.DELIVERY_DATA_TIMEOUT = 10
@@ -19,7 +24,8 @@ def outbound(settings, dns_server, delivery_port):
     settings.DESTINATION_MESSAGES_PER_MINUTE = 0
     settings.DELIVERY_CA_FILE = ""
     settings.MTA_STS_CA_FILE = ""
-    return settings
+    yield settings
+    app.conf.task_always_eager = eager
 
 
 @pytest.fixture
