@@ -37,7 +37,7 @@ def sweep():
         if reset:
             process_message.delay(message_id)
 
-    expired = expire_claims(now)
+    expired = expire_claims(claimed_before=now - CLAIM_LEASE)
 
     due = (
         Recipient.objects.filter(message__state=Message.QUEUED)
@@ -60,15 +60,16 @@ def sweep():
                  len(due), expired, len(posts))
 
 
-def expire_claims(now):
-    """Give back the recipients of delivery runs that died.
+def expire_claims(claimed_before):
+    """Give back the recipients of delivery runs that died: those claimed
+    before claimed_before.
 
     A recipient whose end of data had been sent (data_sent_at) may have the
     message already: it is not sent again but marked unconfirmed, for the
     sender to see (at most once, never silently). The others never got it and
     are simply due again. Returns how many claims expired.
     """
-    old = Recipient.objects.filter(state=Recipient.SENDING, claimed_at__lt=now - CLAIM_LEASE)
+    old = Recipient.objects.filter(state=Recipient.SENDING, claimed_at__lt=claimed_before)
     with transaction.atomic():
         unsure = list(
             old.filter(data_sent_at__isnull=False).select_related("message")
@@ -86,7 +87,7 @@ def expire_claims(now):
     for message in {rcpt.message for rcpt in unsure}:
         pipeline.finish_if_done(message)
     retried = old.filter(data_sent_at__isnull=True).update(
-        state=Recipient.DEFERRED, next_attempt_at=now, claim_token=None
+        state=Recipient.DEFERRED, next_attempt_at=timezone.now(), claim_token=None
     )
     return len(unsure) + retried
 

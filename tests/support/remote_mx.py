@@ -29,10 +29,19 @@ class Behaviour:
     data_reply: str | None = None  # instead of accepting
     drop_at_end_of_data: bool = False  # close the connection instead of replying
     slow_seconds: float = 0  # wait before answering the end of data
-    # When set, the reply to the end of data waits until this event is set;
-    # data_arrived is set as soon as the data is in.
+    # When set, the reply at hold_stage ("rcpt" or "data": the end of data)
+    # waits until this event is set; arrived is set as soon as that stage is
+    # reached.
     hold: threading.Event | None = None
-    data_arrived: threading.Event = field(default_factory=threading.Event)
+    hold_stage: str = "data"
+    arrived: threading.Event = field(default_factory=threading.Event)
+
+    async def pause_at(self, stage):
+        if stage != self.hold_stage:
+            return
+        self.arrived.set()
+        if self.hold is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self.hold.wait, 60)
 
 
 class _Handler:
@@ -40,6 +49,7 @@ class _Handler:
         self.server = server
 
     async def handle_RCPT(self, smtp, session, envelope, address, rcpt_options):
+        await self.server.behaviour.pause_at("rcpt")
         reply = self.server.behaviour.rcpt_reply.get(address)
         if reply:
             return reply
@@ -49,16 +59,13 @@ class _Handler:
 
     async def handle_DATA(self, smtp, session, envelope):
         behaviour = self.server.behaviour
-        behaviour.data_arrived.set()
-        if behaviour.hold is not None:
-            await asyncio.get_running_loop().run_in_executor(None, behaviour.hold.wait, 60)
-        if behaviour.slow_seconds:
-            await asyncio.sleep(behaviour.slow_seconds)
         if behaviour.drop_at_end_of_data:
             smtp.transport.close()
             return "421 4.3.0 (never seen: the connection is closed)"
         if behaviour.data_reply:
             return behaviour.data_reply
+        # The message is in: recorded now, as a real server would keep it
+        # even if the client vanished before the reply below.
         self.server.record(
             Transaction(
                 mail_from=envelope.mail_from,
@@ -71,6 +78,9 @@ class _Handler:
                 rcpt_options=list(envelope.rcpt_options),
             )
         )
+        await behaviour.pause_at("data")
+        if behaviour.slow_seconds:
+            await asyncio.sleep(behaviour.slow_seconds)
         return "250 2.0.0 OK: accepted by test MX"
 
 

@@ -1,0 +1,113 @@
+"""A delivery run killed mid-session: the recipient is never sent the message
+twice. The run is a real process, killed with SIGKILL while the remote server
+holds its reply."""
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+from datetime import timedelta
+
+import pytest
+from django.db import connection
+from django.utils import timezone
+
+from relay import pipeline, sweeper
+from relay.models import Message, Recipient
+from tests.support.delivery_fixtures import mx_hosts, outbound  # noqa: F401
+from tests.support.outbound import make_tenant, queue_message, serve_domain
+from tests.support.processes import ROOT
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+DOMAIN = "customer.example.net"
+
+
+def start_delivery_run(message, dns_server, delivery_port):
+    db = connection.settings_dict
+    env = dict(
+        os.environ,
+        DJANGO_SETTINGS_MODULE="relay.settings",
+        DATABASE_URL=f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
+        CELERY_BROKER_URL="memory://",
+        POSTERN_DNS_RESOLVER=dns_server.address,
+        POSTERN_DELIVERY_PORT=str(delivery_port),
+        POSTERN_LOG_LEVEL="WARNING",
+    )
+    env.pop("POSTERN_TRANSPORT_OVERRIDES", None)
+    code = (
+        "import django; django.setup(); from relay import pipeline; "
+        f"pipeline.deliver_to_domain({message.pk}, {DOMAIN!r})"
+    )
+    return subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=env)
+
+
+def kill_run_at(stage, server, message, dns_server, delivery_port):
+    """Start a run, wait until the server holds it at stage, kill it, then let
+    the server answer (to nobody)."""
+    server.behaviour.hold = threading.Event()
+    server.behaviour.hold_stage = stage
+    run = start_delivery_run(message, dns_server, delivery_port)
+    try:
+        assert server.behaviour.arrived.wait(30), "the run never reached the server"
+        run.send_signal(signal.SIGKILL)
+        run.wait(10)
+    finally:
+        if run.poll() is None:
+            run.kill()
+    server.behaviour.hold.set()
+    server.behaviour.hold = None
+    server.behaviour.hold_stage = ""
+
+
+def sweep_after_the_lease():
+    """What the sweeper does once the dead run's lease has run out."""
+    sweeper.expire_claims(claimed_before=timezone.now() + timedelta(seconds=1))
+
+
+@pytest.fixture
+def server(zone, outbound, mx_hosts):
+    serve_domain(zone, DOMAIN, (10, f"mx1.{DOMAIN}", "127.0.0.2"))
+    return mx_hosts("127.0.0.2")
+
+
+def test_run_killed_after_the_end_of_data_never_sends_again(
+        server, dns_server, delivery_port):
+    message = queue_message(make_tenant(), [f"alice@{DOMAIN}"])
+
+    kill_run_at("data", server, message, dns_server, delivery_port)
+
+    # The server got the message and said 250 to a dead socket.
+    assert len(server.wait_for(1)) == 1
+    rcpt = message.recipients.get()
+    assert rcpt.state == Recipient.SENDING
+    assert rcpt.data_sent_at is not None
+
+    sweep_after_the_lease()
+    pipeline.deliver_to_domain(message.pk, DOMAIN)
+
+    rcpt = message.recipients.get()
+    assert rcpt.state == Recipient.UNCONFIRMED
+    assert message.events.filter(kind="unconfirmed").exists()
+    assert Message.objects.get(pk=message.pk).state == Message.DONE
+    assert len(server.received) == 1
+
+
+def test_run_killed_before_data_is_retried_and_delivered_once(
+        server, dns_server, delivery_port):
+    message = queue_message(make_tenant(), [f"bob@{DOMAIN}"])
+
+    kill_run_at("rcpt", server, message, dns_server, delivery_port)
+
+    rcpt = message.recipients.get()
+    assert (rcpt.state, rcpt.data_sent_at) == (Recipient.SENDING, None)
+    # Before the lease runs out, nobody else may take it.
+    pipeline.deliver_to_domain(message.pk, DOMAIN)
+    assert server.received == []
+
+    sweep_after_the_lease()
+    pipeline.deliver_to_domain(message.pk, DOMAIN)
+
+    assert message.recipients.get().state == Recipient.DELIVERED
+    assert server.recipients == [f"bob@{DOMAIN}"]
