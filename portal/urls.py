@@ -2,6 +2,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import path
 
 from portal import account, credentials, domains, staff, team, views
+from portal import api_suppressions, held, suppressions
 
 urlpatterns = [
     path("login/", auth_views.LoginView.as_view(), name="login"),
@@ -39,6 +40,20 @@ urlpatterns = [
          name="credential_enabled"),
     path("credentials/<int:pk>/delete/", credentials.delete_credential,
          name="credential_delete"),
+    # Delivery: suppression list, held (development-mode) mail, and the API.
+    path("suppressions/", suppressions.suppression_list, name="suppression_list"),
+    path("suppressions/add/", suppressions.add_suppression, name="suppression_add"),
+    path("suppressions/import/", suppressions.import_suppressions,
+         name="suppression_import"),
+    path("suppressions/<int:pk>/remove/", suppressions.remove_suppression,
+         name="suppression_remove"),
+    path("held/", held.held_list, name="held_list"),
+    path("held/<str:queue_id>/", held.held_detail, name="held_detail"),
+    path("api/suppressions/", api_suppressions.suppressions, name="api_suppressions"),
+    path("api/suppressions/import/", api_suppressions.import_suppressions,
+         name="api_suppressions_import"),
+    path("api/suppressions/<int:pk>/", api_suppressions.suppression_detail,
+         name="api_suppression"),
     # Onboarding: the staff side.
     path("staff/tenants/", staff.tenant_list, name="staff_tenants"),
     path("staff/tenants/<int:pk>/", staff.tenant_detail, name="staff_tenant"),

@@ -76,3 +76,25 @@ def is_hard_bounce(status):
     if len(parts) != 3 or parts[0] != "5":
         return False
     return parts[1] == "1" or parts[1:] == ["2", "1"]
+
+
+def import_entries(tenant_id, lines, reason=Suppression.IMPORTED, detail=""):
+    """Add many entries at once. Returns (added, already there, problems),
+    problems being (line number, text, what is wrong); a bad line does not
+    stop the others."""
+    added = existing = 0
+    problems = []
+    for number, line in enumerate(lines, start=1):
+        text = line.strip()
+        if not text or text.startswith("#"):
+            continue
+        try:
+            _, created = suppress(tenant_id, text, reason, detail)
+        except ValueError as exc:
+            problems.append((number, text[:100], str(exc)))
+            continue
+        if created:
+            added += 1
+        else:
+            existing += 1
+    return added, existing, problems
