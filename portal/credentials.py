@@ -104,5 +104,7 @@ def delete_credential(request, membership, pk):
     credential.delete()
     audit.record("credential_deleted", membership.tenant, request.user,
                  subject=credential.username)
-    messages.success(request, f"{credential.name} was deleted; it can no longer log in.")
+    messages.success(
+        request, f"{credential.name} was deleted; it can no longer log in."
+    )
     return redirect("credential_list")

@@ -7,6 +7,7 @@ an address at the tenant's domain, so SPF is evaluated against that domain
 """
 
 import ipaddress
+import re
 from dataclasses import dataclass, field
 
 from django.conf import settings
@@ -37,7 +38,7 @@ def postern_spf_terms():
 def spf_records(values):
     # RFC 7208 section 4.5: records are the TXT strings that begin "v=spf1"
     # followed by a space or nothing.
-    return [v for v in values if v.lower() == "v=spf1" or v.lower().startswith("v=spf1 ")]
+    return [v for v in values if re.match(r"(?i)v=spf1( |$)", v)]
 
 
 def authorises_postern(record):

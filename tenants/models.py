@@ -135,7 +135,9 @@ class Domain(models.Model):
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["tenant", "name"], name="one_domain_per_tenant"),
+            models.UniqueConstraint(
+                fields=["tenant", "name"], name="one_domain_per_tenant"
+            ),
             models.UniqueConstraint(
                 fields=["name"],
                 condition=models.Q(verified_at__isnull=False),

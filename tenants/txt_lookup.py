@@ -40,7 +40,10 @@ class TxtAnswer:
         if self.outcome == TIMED_OUT:
             return f"The DNS lookup of {self.name} timed out; nothing was changed."
         if self.outcome == FAILED:
-            return f"The DNS servers for {self.name} did not answer properly (SERVFAIL)."
+            return (
+                f"The DNS servers for {self.name} did not answer properly "
+                "(SERVFAIL)."
+            )
         return ""
 
 

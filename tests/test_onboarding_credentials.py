@@ -157,6 +157,7 @@ def test_viewer_cannot_change_credentials(people):
     assert client.post(f"/credentials/{credential.pk}/enabled/",
                        {"enabled": "0"}).status_code == 403
     assert client.post(f"/credentials/{credential.pk}/delete/").status_code == 403
-    assert client.post(f"/credentials/{credential.pk}/", {"name": "x"}).status_code == 403
+    edit = client.post(f"/credentials/{credential.pk}/", {"name": "x"})
+    assert edit.status_code == 403
     assert authenticate(credential.username, secret) is not None
     assert Credential.objects.get(pk=credential.pk).name == "CRM"

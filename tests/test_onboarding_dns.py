@@ -8,7 +8,7 @@ import pytest
 from policies.sender import verified_domain_names
 from relay.signing import active_key
 from tenants.dkim_keys import activate_key, check_key_published, generate_key
-from tenants.domains import DomainRefused, add_domain, block_domain, consent_to_claim
+from tenants.domains import DomainRefused, add_domain
 from tenants.guidance import dmarc_advice, spf_advice
 from tenants.models import AuditEntry, Domain, Tenant
 from tenants.tasks import reverify_domains
@@ -43,7 +43,9 @@ def test_exact_record_verifies(zone, fast_dns, domain):
     publish_proof(zone, domain)
     verified, explanation = check_domain(domain)
     assert verified
-    assert explanation == f"Found {domain.verification_token} at _postern.shop.example.test."
+    assert explanation == (
+        f"Found {domain.verification_token} at _postern.shop.example.test."
+    )
     assert verified_domain_names(domain.tenant_id) == {"shop.example.test"}
 
 
@@ -203,7 +205,8 @@ def test_new_key_form_refuses_bad_selector(people, domain):
                        {"selector": "bad selector!", "algorithm": "rsa"}, follow=True)
     assert b"Use letters, digits and hyphens" in page.content
     assert not domain.dkim_keys.exists()
-    client.post(f"/domains/{domain.pk}/keys/", {"selector": "s1", "algorithm": "ed25519"})
+    client.post(f"/domains/{domain.pk}/keys/",
+                {"selector": "s1", "algorithm": "ed25519"})
     assert domain.dkim_keys.get().algorithm == "ed25519"
 
 

@@ -186,7 +186,8 @@ def test_viewer_changes_nothing(people):
     client = people.client(people.viewer)
     assert client.get("/domains/").status_code == 200
     assert client.post("/domains/", {"name": "v.example.test"}).status_code == 403
-    assert client.post("/team/", {"email": "a@b.test", "role": "viewer"}).status_code == 403
+    invitation = {"email": "a@b.test", "role": "viewer"}
+    assert client.post("/team/", invitation).status_code == 403
     owner = Membership.objects.get(user=people.owner)
     assert client.post(f"/team/{owner.pk}/remove/").status_code == 403
     assert not people.tenant.domains.exists()
