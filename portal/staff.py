@@ -11,7 +11,6 @@ from tenants.domains import (
     DomainRefused,
     block_domain,
     consent_to_claim,
-    needs_claim_consent,
     normalize_domain_name,
     unblock_domain,
 )
@@ -76,9 +75,12 @@ def domain_controls(request):
             block_domain(name, request.user, form.cleaned_data["reason"])
             messages.success(request, f"{name} and its subdomains are blocked.")
             return redirect("staff_domains")
-    waiting = Domain.objects.filter(verified_at__isnull=True,
-                                    claim_approved_at__isnull=True)
-    claims = [d for d in waiting.select_related("tenant") if needs_claim_consent(d)]
+    verified_names = Domain.objects.filter(verified_at__isnull=False).values("name")
+    claims = Domain.objects.filter(
+        verified_at__isnull=True,
+        claim_approved_at__isnull=True,
+        name__in=verified_names,
+    ).select_related("tenant")
     return render(request, "portal/staff_domains.html", {
         "form": form,
         "blocks": BlockedDomain.objects.order_by("name"),

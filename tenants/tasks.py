@@ -14,7 +14,12 @@ log = logging.getLogger("postern.domains")
 def reverify_domains():
     """Check every verified domain again, and every domain that lost its
     verification, so that a record put back restores sending. Safe to run
-    twice: each check only reflects what DNS says now."""
+    twice: each check only reflects what DNS says now.
+
+    Limit: the domains are checked one after another in this one task, which
+    suits hundreds of domains; with many thousands it should fan out into one
+    task per domain.
+    """
     checked = lost = 0
     domains = Domain.objects.filter(verified_at__isnull=False) | Domain.objects.filter(
         verification_lost_at__isnull=False
