@@ -111,6 +111,10 @@ class SubmissionSMTP(SMTP):
         return self.implicit_tls or self._tls_protocol is not None
 
     @property
+    def closing(self):
+        return self.transport is None or self.transport.is_closing()
+
+    @property
     def in_transaction(self):
         return self.envelope is not None and self.envelope.mail_from is not None
 
@@ -119,9 +123,14 @@ class SubmissionSMTP(SMTP):
 
     def connection_made(self, transport):
         first = self.transport is None
-        super().connection_made(transport)
         if not first:
+            # After STARTTLS aiosmtpd starts a new session (RFC 3207 4.2);
+            # the client address from the PROXY header must survive it.
+            proxy_data = self.session.proxy_data
+            super().connection_made(transport)
+            self.session.proxy_data = proxy_data
             return
+        super().connection_made(transport)
         self.sessions.add(self)
         self._session_timer = self.loop.call_later(
             self.session_limit, self.close_with, "421 4.4.2 Session time limit reached"

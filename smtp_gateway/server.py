@@ -83,12 +83,17 @@ async def drain(sessions, grace):
     """Close sessions as they fall idle; after the grace, close the rest."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + grace
-    while sessions and loop.time() < deadline:
-        for session in list(sessions):
+    def open_sessions():
+        # A closing TLS session may wait for the client's close_notify; it
+        # has nothing left to finish.
+        return [session for session in sessions if not session.closing]
+
+    while open_sessions() and loop.time() < deadline:
+        for session in open_sessions():
             if not session.in_transaction:
                 session.close_with(SHUTDOWN_REPLY)
         await asyncio.sleep(0.05)
-    for session in list(sessions):
+    for session in open_sessions():
         log.warning("event=transaction_cut peer=%s", session.peer_ip)
         session.close_with(SHUTDOWN_REPLY)
 

@@ -1,0 +1,294 @@
+"""The gateway as a service: implicit TLS, TLS versions and ciphers,
+certificate reload on SIGHUP, graceful shutdown on SIGTERM, timeouts, the
+PROXY protocol, and what happens when the database goes away at DATA.
+
+Tests that signal or starve a gateway start one of their own."""
+
+import hashlib
+import signal
+import smtplib
+import socket
+import ssl
+import struct
+import time
+
+import pytest
+
+from relay.models import Message
+from smtp_gateway.management.commands.make_dev_certificate import write_self_signed
+from tests.support.clients import insecure_client_context, swaks
+from tests.support.gateway import start_test_gateway
+from tests.support.raw_smtp import RawSMTP, authenticated
+from tests.support.senders import make_sender
+from tests.support.tcp_relay import TCPRelay
+
+pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+
+BODY = (
+    "From: <{sender}>\r\nTo: <a@customer.example.net>\r\nSubject: Hi\r\n\r\n"
+    "Hello.\r\n"
+)
+
+
+@pytest.fixture
+def sender(zone):
+    return make_sender(zone)
+
+
+@pytest.fixture
+def own_gateway(gateway, run_dir, request):
+    """Start a gateway of this test's own with extra settings; stopped after."""
+    started = []
+
+    def start(**overrides):
+        name = f"gateway-{request.node.name[:40]}-{len(started)}"
+        process = start_test_gateway(dict(gateway.env, **overrides), run_dir / "logs",
+                                     name=name)
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        process.process.stop(sig=signal.SIGKILL)
+
+
+def wait_until(predicate, timeout=20):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def certificate_digest(host, port):
+    with socket.create_connection((host, port), timeout=10) as raw:
+        with insecure_client_context().wrap_socket(raw) as tls:
+            return hashlib.sha256(tls.getpeercert(binary_form=True)).hexdigest()
+
+
+def test_implicit_tls_offers_auth_at_once_and_accepts_mail(gateway, sender):
+    client = RawSMTP(gateway.submission_host, gateway.submissions_port,
+                     implicit_tls=True)
+    try:
+        assert client.greeting.startswith("220 ")
+        ehlo = client.command("EHLO client.example.net")
+        assert "250-AUTH LOGIN PLAIN" in ehlo
+        assert "STARTTLS" not in ehlo
+        assert client.command("STARTTLS") == "503 5.5.1 TLS is already active"
+    finally:
+        client.close()
+
+    with smtplib.SMTP_SSL(gateway.submission_host, gateway.submissions_port,
+                          context=insecure_client_context(), timeout=10) as smtp:
+        smtp.login(sender.username, sender.secret)
+        smtp.sendmail(sender.address, ["a@customer.example.net"],
+                      BODY.format(sender=sender.address))
+    result = swaks(gateway.implicit, "--tls-on-connect", sender=sender.address,
+                   to="b@customer.example.net", auth=(sender.username, sender.secret),
+                   tls=False)
+    assert result.returncode == 0, result.output
+    assert Message.objects.count() == 2
+
+
+def test_implicit_tls_without_auth_relays_nothing(gateway):
+    client = RawSMTP(gateway.submission_host, gateway.submissions_port,
+                     implicit_tls=True)
+    try:
+        client.command("EHLO client.example.net")
+        assert client.command("MAIL FROM:<x@customer.example.net>") == (
+            "530 5.7.0 Authentication required"
+        )
+    finally:
+        client.close()
+
+
+def tls_client(maximum=None, ciphers=None):
+    context = insecure_client_context()
+    context.minimum_version = ssl.TLSVersion.MINIMUM_SUPPORTED
+    if maximum:
+        context.maximum_version = maximum
+    if ciphers:
+        context.set_ciphers(ciphers)
+    return context
+
+
+@pytest.mark.parametrize("port_name", ["submission", "submissions"])
+def test_old_tls_and_weak_ciphers_are_refused(gateway, port_name):
+    def handshake(context):
+        address = (gateway.submission_host, gateway.submissions_port)
+        with socket.create_connection(address, timeout=10) as raw:
+            with context.wrap_socket(raw) as tls:
+                return tls.version(), tls.cipher()[0]
+
+    if port_name == "submission":
+        # The same context serves STARTTLS; checked through a real upgrade.
+        client = RawSMTP(gateway.submission_host, gateway.submission_port)
+        client.command("EHLO client.example.net")
+        client.starttls(tls_client(maximum=ssl.TLSVersion.TLSv1_2))
+        assert client.sock.version() == "TLSv1.2"
+        assert "GCM" in client.sock.cipher()[0] or "CHACHA" in client.sock.cipher()[0]
+        client.close()
+        return
+
+    assert handshake(tls_client())[0] == "TLSv1.3"
+    version, cipher = handshake(tls_client(maximum=ssl.TLSVersion.TLSv1_2))
+    assert version == "TLSv1.2" and cipher.startswith("ECDHE-")
+    with pytest.raises(ssl.SSLError), pytest.warns(DeprecationWarning):
+        handshake(tls_client(maximum=ssl.TLSVersion.TLSv1_1,
+                             ciphers="ALL:@SECLEVEL=0"))
+    with pytest.raises(ssl.SSLError):
+        # CBC suites without AEAD are not offered.
+        handshake(tls_client(maximum=ssl.TLSVersion.TLSv1_2,
+                             ciphers="ECDHE-ECDSA-AES128-SHA:ECDHE-RSA-AES128-SHA"))
+
+
+def test_sighup_reloads_the_certificate_without_dropping_sessions(own_gateway, run_dir,
+                                                                 sender):
+    cert, key = run_dir / "reload-cert.pem", run_dir / "reload-key.pem"
+    write_self_signed(cert, key, hostname="old.example.test")
+    started = own_gateway(POSTERN_TLS_CERT=str(cert), POSTERN_TLS_KEY=str(key))
+    host, port = started.submission_host, started.submissions_port
+    old = certificate_digest(host, port)
+    session = authenticated(started, sender)
+    try:
+        write_self_signed(cert, key, hostname="new.example.test")
+        started.process.popen.send_signal(signal.SIGHUP)
+        assert wait_until(lambda: certificate_digest(host, port) != old)
+        # The session that began before the reload goes on.
+        assert session.command("NOOP") == "250 2.0.0 OK"
+
+        new = certificate_digest(host, port)
+        cert.write_text("not a certificate")
+        started.process.popen.send_signal(signal.SIGHUP)
+        assert wait_until(lambda: "event=tls_reload_failed" in started.process.output())
+        assert certificate_digest(host, port) == new
+    finally:
+        session.close()
+
+
+def test_sigterm_finishes_the_transaction_in_flight(own_gateway, sender):
+    started = own_gateway()
+    busy = authenticated(started, sender)
+    idle = authenticated(started, sender)
+    try:
+        busy.command(f"MAIL FROM:<{sender.address}>")
+        busy.command("RCPT TO:<a@customer.example.net>")
+        assert busy.command("DATA").startswith("354")
+        busy.send(f"From: <{sender.address}>\r\nSubject: in flight\r\n\r\n")
+
+        started.process.popen.send_signal(signal.SIGTERM)
+        assert idle.reply() == "421 4.3.2 Service shutting down, try again later"
+
+        def refused():
+            try:
+                socket.create_connection(
+                    (started.submission_host, started.submission_port), timeout=1
+                ).close()
+            except OSError:
+                return True
+            return False
+
+        assert wait_until(refused)
+        busy.send("Still being written.\r\n.\r\n")
+        assert busy.reply().startswith("250 2.0.0 Ok: queued as")
+        assert busy.reply() == "421 4.3.2 Service shutting down, try again later"
+        assert started.process.popen.wait(timeout=20) == 0
+    finally:
+        busy.close()
+        idle.close()
+    assert Message.objects.get().subject == "in flight"
+
+
+def test_idle_timeout_closes_with_421(own_gateway):
+    started = own_gateway(POSTERN_SMTP_IDLE_TIMEOUT="1")
+    idle = RawSMTP(started.submission_host, started.submission_port, timeout=10)
+    try:
+        assert idle.reply() == "421 4.4.2 Idle for too long, closing connection"
+        assert idle.closed_by_server()
+    finally:
+        idle.close()
+
+
+def test_session_time_limit_closes_with_421(own_gateway):
+    started = own_gateway(POSTERN_SMTP_SESSION_TIMEOUT="1")
+    client = RawSMTP(started.submission_host, started.submission_port, timeout=10)
+    try:
+        assert client.command("NOOP") == "250 2.0.0 OK"
+        # The idle limit is 300 seconds here; only the session limit applies.
+        assert client.reply() == "421 4.4.2 Session time limit reached"
+        assert client.closed_by_server()
+    finally:
+        client.close()
+
+
+def proxy_v2_header(source, destination, source_port, destination_port):
+    signature = b"\r\n\r\n\x00\r\nQUIT\n"
+    addresses = socket.inet_aton(source) + socket.inet_aton(destination)
+    addresses += struct.pack("!HH", source_port, destination_port)
+    # Version 2, PROXY command; AF_INET over STREAM.
+    length = struct.pack("!H", len(addresses))
+    return signature + bytes([0x21, 0x11]) + length + addresses
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_proxy_protocol_gives_the_client_address(own_gateway, sender, version):
+    started = own_gateway(POSTERN_PROXY_PROTOCOL="true")
+    client = RawSMTP(started.submission_host, started.submission_port, greeting=False)
+    try:
+        if version == 1:
+            client.send("PROXY TCP4 192.0.2.44 127.0.0.1 40000 587\r\n")
+        else:
+            client.send(proxy_v2_header("192.0.2.44", "127.0.0.1", 40000, 587))
+        assert client.reply().startswith("220 ")
+        client.command("EHLO client.example.net")
+        client.starttls()
+        client.command("EHLO client.example.net")
+        assert client.login(sender.username, sender.secret).startswith("235")
+        client.command(f"MAIL FROM:<{sender.address}>")
+        client.command("RCPT TO:<a@customer.example.net>")
+        client.command("DATA")
+        client.send(BODY.format(sender=sender.address) + ".\r\n")
+        assert client.reply().startswith("250 2.0.0")
+    finally:
+        client.close()
+    assert Message.objects.get().client_address == "192.0.2.44"
+
+    without = RawSMTP(started.submission_host, started.submission_port, greeting=False)
+    try:
+        without.send("EHLO client.example.net\r\n")
+        assert without.closed_by_server()
+        assert b"250" not in without.buffer
+    finally:
+        without.close()
+
+
+def test_database_gone_at_data_gives_451_and_stores_nothing(own_gateway, sender):
+    from django.db import connection
+
+    database = connection.settings_dict
+    relay = TCPRelay(database["HOST"], int(database["PORT"])).start()
+    url = (f"postgres://{database['USER']}@127.0.0.1:{relay.port}/{database['NAME']}")
+    started = own_gateway(DATABASE_URL=url)
+    client = authenticated(started, sender)
+    try:
+        client.command(f"MAIL FROM:<{sender.address}>")
+        client.command("RCPT TO:<a@customer.example.net>")
+        client.command("DATA")
+        relay.cut()
+        client.send(BODY.format(sender=sender.address) + ".\r\n")
+        assert client.reply() == "451 4.3.0 Temporary failure, please try again later"
+        assert client.command("NOOP") == "250 2.0.0 OK"
+        assert Message.objects.count() == 0
+
+        relay.restore()
+        client.command(f"MAIL FROM:<{sender.address}>")
+        client.command("RCPT TO:<a@customer.example.net>")
+        client.command("DATA")
+        client.send(BODY.format(sender=sender.address) + ".\r\n")
+        assert client.reply().startswith("250 2.0.0 Ok: queued as")
+    finally:
+        client.close()
+        relay.cut()
+    assert Message.objects.count() == 1
+    assert Message.objects.get().recipients.count() == 1
