@@ -194,6 +194,19 @@ class Session:
         result = TransactionResult()
         addresses = [address for address, _ in recipients]
         try:
+            return self._transaction(result, addresses, mail_from, mail_options,
+                                     recipients, data, before_end_of_data)
+        except UnicodeEncodeError:
+            # A non-ASCII address for a server without SMTPUTF8: nothing was
+            # sent for the command; RFC 6531 section 3.2 says bounce.
+            self._reset()
+            reply = Reply(553, "5.6.7 The receiving server does not support SMTPUTF8")
+            return _all(result, addresses, reply)
+
+    def _transaction(self, result, addresses, mail_from, mail_options, recipients,
+                     data, before_end_of_data):
+        smtp = self._smtp
+        try:
             code, text = smtp.mail(mail_from, mail_options)
             if code != 250:
                 self._reset()
@@ -227,7 +240,10 @@ class Session:
         return result
 
     def _reset(self):
-        code, text = self._smtp.rset()
+        try:
+            code, text = self._smtp.rset()
+        except (smtplib.SMTPException, OSError) as exc:
+            raise ConnectionProblem(_describe(exc)) from exc
         if code != 250:
             raise ConnectionProblem(f"RSET refused: {code} {_text(text)}")
 

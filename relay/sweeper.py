@@ -18,7 +18,10 @@ from relay.models import Message, MessageEvent, Recipient
 
 log = logging.getLogger("postern.sweeper")
 
-# A recipient claimed longer ago than this belongs to a run that died.
+# A recipient claimed longer ago than this belongs to a run that died. It
+# must outlast the longest a live run can hold one batch: connecting and a few
+# commands (POSTERN_DELIVERY_TIMEOUT each) plus the wait for the end-of-data
+# reply (POSTERN_DELIVERY_DATA_TIMEOUT, 10 minutes by default).
 CLAIM_LEASE = timedelta(minutes=15)
 
 

@@ -194,3 +194,20 @@ def test_webhook_post_is_given_up_after_the_limit(server, settings):
     post = WebhookPost.objects.get()
     assert post.state == WebhookPost.FAILED
     assert post.last_status.startswith("URLError")
+
+
+def test_add_webhook_command_prints_the_secret_once(receiver, server):
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    tenant = make_tenant()
+    out = StringIO()
+    call_command("add_webhook", str(tenant.pk), f"{receiver.url}/hook", stdout=out)
+    secret = out.getvalue().split("secret=")[1].split()[0]
+
+    message = queue_message(tenant, [f"alice@{DOMAIN}"])
+    pipeline.deliver_to_domain(message.pk, DOMAIN)
+    post_due()
+    (post, status), = receiver.posts
+    assert status == 200 and signature_ok(secret, post)

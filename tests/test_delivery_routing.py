@@ -152,3 +152,23 @@ def test_rate_limit_per_destination(zone, outbound, mx_hosts):
     states = [recipient_states(m)[f"r{i}@{DOMAIN}"] for i, m in enumerate(messages)]
     assert states == [Recipient.DELIVERED, Recipient.DELIVERED, Recipient.DEFERRED]
     assert messages[2].recipients.get().attempts == 0
+
+
+@pytest.mark.parametrize("supported", [True, False])
+def test_non_ascii_address_needs_smtputf8(zone, outbound, mx_hosts, supported):
+    serve_domain(zone, DOMAIN, (10, f"mx1.{DOMAIN}", "127.0.0.2"))
+    server = mx_hosts("127.0.0.2", smtputf8=supported)
+    message = queue_message(make_tenant(), [f"jösé@{DOMAIN}"],
+                            envelope_params={"SMTPUTF8": True})
+
+    pipeline.deliver_to_domain(message.pk, DOMAIN)
+
+    rcpt = message.recipients.get()
+    if supported:
+        assert rcpt.state == Recipient.DELIVERED
+        assert server.recipients == [f"jösé@{DOMAIN}"]
+        assert "SMTPUTF8" in server.received[0].mail_options
+    else:
+        assert rcpt.state == Recipient.BOUNCED
+        assert rcpt.last_reply == "553 5.6.7 The receiving server does not support SMTPUTF8"
+        assert server.received == []

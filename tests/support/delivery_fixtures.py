@@ -33,8 +33,8 @@ def mx_hosts(delivery_port):
     """Start test MX hosts: mx_hosts("127.0.0.2", tls_context=...)."""
     started = []
 
-    def start(address, tls_context=None):
-        server = RemoteMX(address, delivery_port, tls_context).start()
+    def start(address, tls_context=None, smtputf8=True):
+        server = RemoteMX(address, delivery_port, tls_context, smtputf8).start()
         started.append(server)
         return server
 

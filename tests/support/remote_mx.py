@@ -87,12 +87,13 @@ class _Handler:
 class RemoteMX(MXServer):
     """The plain test MX, with the handler above."""
 
-    def __init__(self, host, port, tls_context=None):
+    def __init__(self, host, port, tls_context=None, smtputf8=True):
         super().__init__(host, port, tls_context)
         self.behaviour = Behaviour()
         self.controller = Controller(
             _Handler(self), hostname=host, port=port, tls_context=tls_context,
             decode_data=False, ident="test MX", ready_timeout=10,
+            enable_SMTPUTF8=smtputf8,
         )
 
     @property
