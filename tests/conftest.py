@@ -124,9 +124,10 @@ def gateway(django_db_setup, django_db_blocker, dns_server, gateway_tls, run_dir
     gateway tests exercise; see tests/support/gateway.py."""
     from django.db import connection
 
-    from tests.support.gateway import gateway_env, start_test_gateway
+    from tests.support.gateway import forget_counters, gateway_env, start_test_gateway
 
     redis_url = f"{os.environ['POSTERN_REDIS_URL']}/{redis_db_index()}"
+    forget_counters(redis_url)
     env = gateway_env(connection.settings_dict, redis_url, dns_server, gateway_tls,
                       run_dir)
     logs = run_dir / "logs"

@@ -52,6 +52,18 @@ def gateway_env(database, redis_url, dns_server, tls, run_dir, **overrides):
     return env
 
 
+def forget_counters(redis_url):
+    """Drop rate and AUTH-failure counters left by an earlier run (a block
+    lasts longer than a test run)."""
+    import redis
+
+    from smtp_gateway.counters import KEY_PREFIX
+
+    client = redis.Redis.from_url(redis_url)
+    for key in client.scan_iter(f"{KEY_PREFIX}*"):
+        client.delete(key)
+
+
 def start_test_gateway(env, log_dir, name="gateway-tests"):
     host = "127.0.0.1"
     submission_port, submissions_port = free_port(), free_port()

@@ -73,13 +73,18 @@ class RawSMTP:
             pass
 
 
-def authenticated(stack_or_host, sender, **kwargs):
-    """A raw session past EHLO, STARTTLS and AUTH."""
-    host, port = stack_or_host.submission_host, stack_or_host.submission_port
-    client = RawSMTP(host, port, **kwargs)
+def tls_session(endpoint, **kwargs):
+    """A raw session past EHLO, STARTTLS and EHLO again."""
+    client = RawSMTP(endpoint.submission_host, endpoint.submission_port, **kwargs)
     client.command("EHLO client.example.net")
     client.starttls()
     client.command("EHLO client.example.net")
+    return client
+
+
+def authenticated(endpoint, sender, **kwargs):
+    """A raw session past EHLO, STARTTLS and AUTH."""
+    client = tls_session(endpoint, **kwargs)
     reply = client.login(sender.username, sender.secret)
     assert reply.startswith("235 2.7.0"), reply
     return client

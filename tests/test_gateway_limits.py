@@ -1,0 +1,217 @@
+"""Per-credential limits and brute-force protection, through the real gateway
+and, for the counting itself, against real Redis and the in-process store."""
+
+import uuid
+
+import pytest
+
+from relay.models import Message
+from smtp_gateway import auth_guard, rate_limits
+from smtp_gateway.counters import LocalCounters, RedisCounters
+from smtp_gateway.models import SecurityEvent
+from tenants.models import Credential
+from tests.support.raw_smtp import authenticated, tls_session
+from tests.support.senders import make_sender
+
+pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+
+
+@pytest.fixture
+def sender(zone):
+    return make_sender(zone)
+
+
+def limit_credential(sender, **fields):
+    Credential.objects.filter(username=sender.username).update(**fields)
+
+
+def message(sender, size=0):
+    body = f"From: <{sender.address}>\r\nSubject: Limits\r\n\r\nHello.\r\n"
+    return body + "x" * size + ("\r\n" if size else "")
+
+
+def send(client, sender, recipients=("a@customer.example.net",), size=0,
+         mail_params=""):
+    """One transaction; returns the reply that ended it."""
+    reply = client.command(f"MAIL FROM:<{sender.address}>{mail_params}")
+    if not reply.startswith("250"):
+        return reply
+    for recipient in recipients:
+        reply = client.command(f"RCPT TO:<{recipient}>")
+        if not reply.startswith("250"):
+            return reply
+    client.command("DATA")
+    client.send(message(sender, size) + ".\r\n")
+    return client.reply()
+
+
+def test_recipients_per_message(gateway, sender):
+    limit_credential(sender, max_recipients=2)
+    client = authenticated(gateway, sender)
+    try:
+        client.command(f"MAIL FROM:<{sender.address}>")
+        for name in ("a", "b"):
+            assert client.command(f"RCPT TO:<{name}@customer.example.net>") == (
+                "250 2.1.5 Recipient OK"
+            )
+        assert client.command("RCPT TO:<c@customer.example.net>") == (
+            "452 4.5.3 Too many recipients (limit 2 per message)"
+        )
+        client.command("DATA")
+        client.send(message(sender) + ".\r\n")
+        assert client.reply().startswith("250 2.0.0")
+    finally:
+        client.close()
+    assert Message.objects.get().recipients.count() == 2
+
+
+def test_message_size_declared_and_actual(gateway, sender):
+    limit_credential(sender, max_message_size=400)
+    refusal = (
+        "552 5.3.4 Message size exceeds the limit of 400 octets for this credential"
+    )
+    client = authenticated(gateway, sender)
+    try:
+        assert send(client, sender, mail_params=" SIZE=401") == refusal
+        assert send(client, sender, mail_params=" SIZE=100", size=500) == refusal
+        assert send(client, sender, size=500) == refusal
+        assert send(client, sender, size=100).startswith("250 2.0.0")
+    finally:
+        client.close()
+    assert Message.objects.count() == 1
+
+
+def test_messages_per_day_and_bytes_per_day(gateway, sender):
+    limit_credential(sender, messages_per_day=2)
+    client = authenticated(gateway, sender)
+    try:
+        assert send(client, sender).startswith("250 2.0.0")
+        assert send(client, sender).startswith("250 2.0.0")
+        refused = send(client, sender)
+        assert refused.startswith(
+            "451 4.7.1 Sending limit of 2 messages per day reached for this "
+            "credential; retry in "
+        )
+        assert refused.endswith(" seconds")
+    finally:
+        client.close()
+    assert Message.objects.count() == 2
+
+    other = make_sender_with_limits(sender, bytes_per_day=600)
+    client = authenticated(gateway, other)
+    try:
+        assert send(client, other, size=200).startswith("250 2.0.0")
+        assert send(client, other, size=400).startswith(
+            "451 4.7.1 Sending limit of 600 bytes per day reached"
+        )
+    finally:
+        client.close()
+
+
+def make_sender_with_limits(sender, **fields):
+    """A second credential of the same tenant."""
+    from tenants.credentials import issue_credential
+
+    credential, secret = issue_credential(sender.tenant, "Second application")
+    Credential.objects.filter(pk=credential.pk).update(**fields)
+    return type(sender)(sender.tenant, sender.domain, credential.username, secret,
+                        sender.key)
+
+
+def test_concurrent_connections(gateway, sender):
+    limit_credential(sender, max_connections=1)
+    first = authenticated(gateway, sender)
+    second = tls_session(gateway)
+    try:
+        assert second.login(sender.username, sender.secret) == (
+            "454 4.7.0 Too many concurrent connections for this credential (limit 1)"
+        )
+        first.command("QUIT")
+        first.close()
+
+        def logged_in():
+            reply = second.login(sender.username, sender.secret)
+            return reply.startswith("235")
+
+        assert any(logged_in() for _ in range(100))
+    finally:
+        first.close()
+        second.close()
+
+
+@pytest.mark.parametrize("store", ["redis", "local"])
+def test_counting_is_shared_and_takes_back_a_refused_message(gateway, store):
+    def counters():
+        if store == "redis":
+            return RedisCounters(gateway.env["CELERY_BROKER_URL"])
+        return shared_local
+
+    shared_local = LocalCounters()
+    credential_id = uuid.uuid4().int % 10**9
+    limits = (
+        rate_limits.Limit("messages", rate_limits.MINUTE, 3),
+        rate_limits.Limit("bytes", rate_limits.HOUR, 1000),
+    )
+    # Two stores on one Redis stand for two gateway processes.
+    first, second = counters(), counters()
+    assert rate_limits.count_message(first, credential_id, limits, 100) is None
+    assert rate_limits.count_message(second, credential_id, limits, 100) is None
+    full, retry_after = rate_limits.count_message(first, credential_id, limits, 900)
+    assert full.what == "bytes" and 0 < retry_after <= 3601
+    # The refused 900 bytes were taken back out: 800 more still fit.
+    assert rate_limits.full_limit(second, credential_id, limits, 800) is None
+    assert rate_limits.count_message(second, credential_id, limits, 10) is None
+    full, _ = rate_limits.count_message(first, credential_id, limits, 10)
+    assert full.name == "3 messages per minute"
+
+
+def test_failed_logins_are_slowed_then_blocked_and_recorded(gateway, sender):
+    """The test gateway blocks after 6 failures (see tests/support/gateway.py);
+    a source address of its own keeps the block away from other tests."""
+    client = tls_session(gateway, source_address=("127.0.0.77", 0))
+    try:
+        for _ in range(6):
+            assert client.login(sender.username, "wrong-secret") == (
+                "535 5.7.8 Authentication credentials invalid"
+            )
+        blocked = client.login(sender.username, sender.secret)
+        assert blocked.startswith("454 4.7.0 Too many failed logins; try again in ")
+    finally:
+        client.close()
+
+    # The username is blocked from any address; other users are not.
+    elsewhere = authenticated_or_reply(gateway, sender, ("127.0.0.78", 0))
+    assert elsewhere.startswith("454 4.7.0 Too many failed logins")
+    someone_else = make_sender_with_limits(sender)
+    assert authenticated_or_reply(gateway, someone_else, ("127.0.0.78", 0)).startswith(
+        "235"
+    )
+
+    events = SecurityEvent.objects.filter(client_address="127.0.0.77")
+    assert events.filter(kind=SecurityEvent.AUTH_FAILED).count() == 6
+    assert set(events.filter(kind=SecurityEvent.AUTH_BLOCKED).values_list(
+        "detail", flat=True)) == {"ip blocked for 120 seconds",
+                                  "user blocked for 120 seconds"}
+    assert all(e.username == sender.username for e in events)
+
+
+def authenticated_or_reply(gateway, sender, source):
+    client = tls_session(gateway, source_address=source)
+    try:
+        return client.login(sender.username, sender.secret)
+    finally:
+        client.close()
+
+
+def test_guard_policy_counts_per_address_and_username():
+    counters = LocalCounters()
+    policy = auth_guard.GuardPolicy(slow_after=1, block_after=3, max_delay=2)
+    delays = [auth_guard.record_failure(counters, policy, "192.0.2.1", "u")[0]
+              for _ in range(2)]
+    assert delays == [0.0, 1.0]
+    assert auth_guard.blocked_for(counters, "192.0.2.1", "u") == 0
+    _, blocked = auth_guard.record_failure(counters, policy, "192.0.2.1", "u")
+    assert blocked == ["ip:192.0.2.1", "user:u"]
+    assert auth_guard.blocked_for(counters, "192.0.2.1", "other") > 0
+    assert auth_guard.blocked_for(counters, "192.0.2.9", "U") > 0
+    assert auth_guard.blocked_for(counters, "192.0.2.9", "other") == 0
