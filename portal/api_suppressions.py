@@ -39,7 +39,8 @@ class SuppressionSerializer(serializers.ModelSerializer):
 class ImportSerializer(serializers.Serializer):
     entries = serializers.ListField(
         child=serializers.CharField(max_length=320, allow_blank=True),
-        max_length=MAX_IMPORT, allow_empty=False,
+        max_length=MAX_IMPORT,
+        allow_empty=False,
     )
 
 
@@ -47,8 +48,10 @@ def _membership_or_error(request, change=False):
     """(membership, None) or (None, an error Response)."""
     membership = membership_of(request.user)
     if membership is None:
-        return None, Response({"detail": "You are not a member of any account."},
-                              status=status.HTTP_403_FORBIDDEN)
+        return None, Response(
+            {"detail": "You are not a member of any account."},
+            status=status.HTTP_403_FORBIDDEN,
+        )
     if change and not membership.may_edit:
         return None, Response(
             {"detail": "Your role lets you view, not change, this account."},
@@ -72,7 +75,9 @@ def suppressions(request):
     serializer = SuppressionSerializer(data=request.data)
     serializer.is_valid(raise_exception=True)
     entry, created = suppression.suppress(
-        membership.tenant.pk, serializer.validated_data["entry"], Suppression.MANUAL,
+        membership.tenant.pk,
+        serializer.validated_data["entry"],
+        Suppression.MANUAL,
         serializer.validated_data.get("detail", ""),
     )
     return Response(
@@ -91,14 +96,16 @@ def import_suppressions(request):
     added, existing, problems = suppression.import_entries(
         membership.tenant.pk, serializer.validated_data["entries"]
     )
-    return Response({
-        "added": added,
-        "already_listed": existing,
-        "errors": [
-            {"index": number - 1, "entry": text, "error": problem}
-            for number, text, problem in problems
-        ],
-    })
+    return Response(
+        {
+            "added": added,
+            "already_listed": existing,
+            "errors": [
+                {"index": number - 1, "entry": text, "error": problem}
+                for number, text, problem in problems
+            ],
+        }
+    )
 
 
 @api_view(["DELETE"])

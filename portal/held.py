@@ -22,7 +22,9 @@ def held_messages(tenant):
 
 @member_required
 def held_list(request, membership):
-    page = Paginator(held_messages(membership.tenant), 50).get_page(request.GET.get("page"))
+    page = Paginator(held_messages(membership.tenant), 50).get_page(
+        request.GET.get("page")
+    )
     return render(request, "portal/held_list.html", {"page": page})
 
 
@@ -32,9 +34,15 @@ def held_detail(request, membership, queue_id):
     if message is None:
         raise Http404("No such held message")
     raw = bytes(message.signed or message.raw)
-    return render(request, "portal/held_detail.html", {
-        "message": message,
-        "recipients": message.recipients.filter(state=Recipient.HELD).order_by("address"),
-        "content": raw[:MAX_SHOWN_BYTES].decode("utf-8", "replace"),
-        "truncated": len(raw) > MAX_SHOWN_BYTES,
-    })
+    return render(
+        request,
+        "portal/held_detail.html",
+        {
+            "message": message,
+            "recipients": message.recipients.filter(state=Recipient.HELD).order_by(
+                "address"
+            ),
+            "content": raw[:MAX_SHOWN_BYTES].decode("utf-8", "replace"),
+            "truncated": len(raw) > MAX_SHOWN_BYTES,
+        },
+    )

@@ -18,7 +18,8 @@ MAX_IMPORT_LINES = 10000
 
 class SuppressionForm(forms.Form):
     entry = forms.CharField(
-        max_length=320, label="Address or domain",
+        max_length=320,
+        label="Address or domain",
         help_text="alice@example.net, or example.net for every address there",
     )
     detail = forms.CharField(max_length=500, required=False, label="Note")
@@ -32,7 +33,8 @@ class SuppressionForm(forms.Form):
 
 class ImportForm(forms.Form):
     entries = forms.CharField(
-        widget=forms.Textarea(attrs={"rows": 6}), label="Addresses or domains",
+        widget=forms.Textarea(attrs={"rows": 6}),
+        label="Addresses or domains",
         help_text="One per line; lines starting with # are skipped.",
     )
 
@@ -50,13 +52,18 @@ def _page(request, membership, add_form=None, import_form=None, status=200):
     query = request.GET.get("q", "").strip().lower()
     if query:
         entries = entries.filter(entry__contains=query)
-    return render(request, "portal/suppression_list.html", {
-        "membership": membership,
-        "page": Paginator(entries, 100).get_page(request.GET.get("page")),
-        "query": query,
-        "add_form": add_form or SuppressionForm(),
-        "import_form": import_form or ImportForm(),
-    }, status=status)
+    return render(
+        request,
+        "portal/suppression_list.html",
+        {
+            "membership": membership,
+            "page": Paginator(entries, 100).get_page(request.GET.get("page")),
+            "query": query,
+            "add_form": add_form or SuppressionForm(),
+            "import_form": import_form or ImportForm(),
+        },
+        status=status,
+    )
 
 
 @member_required
@@ -72,7 +79,9 @@ def add_suppression(request, membership):
     if not form.is_valid():
         return _page(request, membership, add_form=form, status=400)
     _, created = suppression.suppress(
-        membership.tenant.pk, form.cleaned_data["entry"], Suppression.MANUAL,
+        membership.tenant.pk,
+        form.cleaned_data["entry"],
+        Suppression.MANUAL,
         form.cleaned_data["detail"],
     )
     entry = form.cleaned_data["entry"]

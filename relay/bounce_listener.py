@@ -61,9 +61,15 @@ async def serve():
     handler = BounceHandler()
     loop = asyncio.get_running_loop()
     server = await loop.create_server(
-        lambda: SMTP(handler, hostname=settings.GATEWAY_HOSTNAME, ident="Postern",
-                     data_size_limit=MAX_REPORT_SIZE, decode_data=False),
-        host=host, port=port,
+        lambda: SMTP(
+            handler,
+            hostname=settings.GATEWAY_HOSTNAME,
+            ident="Postern",
+            data_size_limit=MAX_REPORT_SIZE,
+            decode_data=False,
+        ),
+        host=host,
+        port=port,
     )
     log.info("event=listening host=%s port=%s", host, port)
     stop = asyncio.Event()

@@ -147,8 +147,11 @@ def _take_delivery_status(message, report):
             outcomes.append(_late_bounce(message, recipient, item))
         else:
             with transaction.atomic():
-                _note(message, f"remote_{item.action}",
-                      f"to={recipient.address} status={item.status}")
+                _note(
+                    message,
+                    f"remote_{item.action}",
+                    f"to={recipient.address} status={item.status}",
+                )
             outcomes.append(f"{recipient.address}: {item.action}")
     return "; ".join(outcomes) or "no recipient in the report"
 
@@ -164,7 +167,9 @@ def _late_bounce(message, recipient, item):
         webhooks.announce(message, "bounced", recipient, detail)
         if suppression.is_hard_bounce(item.status):
             suppression.suppress(
-                message.tenant_id, recipient.address, Suppression.HARD_BOUNCE,
+                message.tenant_id,
+                recipient.address,
+                Suppression.HARD_BOUNCE,
                 f"{message.queue_id}: {detail}",
             )
     return f"{recipient.address}: bounced"

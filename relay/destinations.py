@@ -42,9 +42,11 @@ def take_slot(domain):
         _ensure_row(DestinationSlot, domain=domain, slot=slot)
         # The conditional update lets only one run take a free (or expired)
         # slot, whatever the number of workers racing for it.
-        taken = DestinationSlot.objects.filter(domain=domain, slot=slot).filter(
-            Q(token__isnull=True) | Q(held_until__lt=now)
-        ).update(token=token, held_until=now + SLOT_LEASE)
+        taken = (
+            DestinationSlot.objects.filter(domain=domain, slot=slot)
+            .filter(Q(token__isnull=True) | Q(held_until__lt=now))
+            .update(token=token, held_until=now + SLOT_LEASE)
+        )
         if taken:
             return token
     return None

@@ -60,7 +60,7 @@ def failure_report(message, recipients):
         # RFC 3834 section 5: so that auto-responders do not answer it.
         "Auto-Submitted: auto-replied",
         "MIME-Version: 1.0",
-        f'Content-Type: multipart/report; report-type=delivery-status; '
+        f"Content-Type: multipart/report; report-type=delivery-status; "
         f'boundary="{boundary}"',
     ]
     parts = [
@@ -111,12 +111,18 @@ def queue_failure_report(message, recipients):
     report = failure_report(message, recipients)
     with transaction.atomic():
         notice = Message.objects.create(
-            tenant_id=message.tenant_id, credential=None, mail_from="",
-            subject="Undelivered mail returned to sender", size=len(report),
-            raw=report, signed=report, state=Message.QUEUED,
+            tenant_id=message.tenant_id,
+            credential=None,
+            mail_from="",
+            subject="Undelivered mail returned to sender",
+            size=len(report),
+            raw=report,
+            signed=report,
+            state=Message.QUEUED,
         )
         Recipient.objects.create(
-            message=notice, address=message.mail_from,
+            message=notice,
+            address=message.mail_from,
             domain=address_domain(message.mail_from),
         )
         MessageEvent.objects.create(

@@ -30,7 +30,9 @@ class Message(models.Model):
     ]
 
     queue_id = models.CharField(max_length=16, unique=True, default=new_queue_id)
-    tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="messages")
+    tenant = models.ForeignKey(
+        Tenant, on_delete=models.PROTECT, related_name="messages"
+    )
     credential = models.ForeignKey(
         Credential, on_delete=models.SET_NULL, null=True, related_name="messages"
     )
@@ -80,7 +82,9 @@ class Recipient(models.Model):
     ]
     FINAL_STATES = (DELIVERED, BOUNCED, SUPPRESSED, HELD, UNCONFIRMED)
 
-    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="recipients")
+    message = models.ForeignKey(
+        Message, on_delete=models.CASCADE, related_name="recipients"
+    )
     address = models.CharField(max_length=320)
     domain = models.CharField(max_length=253)
     # RCPT TO parameters (RFC 3461): {"NOTIFY": "FAILURE,DELAY", "ORCPT": "rfc822;..."}.
@@ -120,7 +124,9 @@ class DeliveryAttempt(models.Model):
 class MessageEvent(models.Model):
     """The history of a message, one line per state change or verdict."""
 
-    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="events")
+    message = models.ForeignKey(
+        Message, on_delete=models.CASCADE, related_name="events"
+    )
     kind = models.CharField(max_length=32)
     detail = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -152,7 +158,9 @@ class TenantDeliverySettings(models.Model):
     tenant = models.OneToOneField(
         Tenant, on_delete=models.CASCADE, related_name="delivery_settings"
     )
-    ip_pool = models.ForeignKey(IpPool, on_delete=models.SET_NULL, null=True, blank=True)
+    ip_pool = models.ForeignKey(
+        IpPool, on_delete=models.SET_NULL, null=True, blank=True
+    )
     # Never deliver in clear and only to a server with a valid certificate.
     tls_required = models.BooleanField(default=False)
     # Every message of the tenant is held for viewing instead of delivered.
@@ -226,7 +234,9 @@ class Suppression(models.Model):
         (IMPORTED, "Imported"),
     ]
 
-    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="suppressions")
+    tenant = models.ForeignKey(
+        Tenant, on_delete=models.CASCADE, related_name="suppressions"
+    )
     # A lower-cased address ("alice@example.net") or a domain ("example.net").
     entry = models.CharField(max_length=320)
     reason = models.CharField(max_length=16, choices=REASONS)
@@ -250,7 +260,9 @@ class Suppression(models.Model):
 class Webhook(models.Model):
     """Where a tenant wants its message events posted."""
 
-    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="webhooks")
+    tenant = models.ForeignKey(
+        Tenant, on_delete=models.CASCADE, related_name="webhooks"
+    )
     url = models.URLField(max_length=500)
     # Sealed with the master key (relay.secretbox); signs every post.
     sealed_secret = models.BinaryField()

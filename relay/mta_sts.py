@@ -71,14 +71,24 @@ def policy_for(domain):
     try:
         text = fetch_policy_text(domain)
         mode, patterns, max_age = parse_policy(text)
-    except (PolicyError, OSError, ssl.SSLError, http.client.HTTPException,
-            dns.exception.DNSException) as exc:
+    except (
+        PolicyError,
+        OSError,
+        ssl.SSLError,
+        http.client.HTTPException,
+        dns.exception.DNSException,
+    ) as exc:
         log.warning("event=mta_sts_fetch_failed domain=%s problem=%s", domain, exc)
         return _as_policy(cached) if fresh else None
     MtaStsPolicy.objects.update_or_create(
         domain=domain,
-        defaults=dict(policy_id=policy_id, mode=mode, mx_patterns="\n".join(patterns),
-                      max_age=max_age, fetched_at=timezone.now()),
+        defaults=dict(
+            policy_id=policy_id,
+            mode=mode,
+            mx_patterns="\n".join(patterns),
+            max_age=max_age,
+            fetched_at=timezone.now(),
+        ),
     )
     return Policy(mode, patterns)
 

@@ -229,7 +229,8 @@ def drop_suppressed(message, recipients, token):
         if entry is None:
             kept.append(rcpt)
             continue
-        detail = f"on the suppression list: {entry.entry} ({entry.get_reason_display()})"
+        reason = entry.get_reason_display()
+        detail = f"on the suppression list: {entry.entry} ({reason})"
         with transaction.atomic():
             owned = Recipient.objects.filter(pk=rcpt.pk, claim_token=token).update(
                 state=Recipient.SUPPRESSED, last_reply=detail, claim_token=None
@@ -251,7 +252,8 @@ def in_development_mode(message):
 def hold(message, recipients, token):
     detail = "held: development mode"
     with transaction.atomic():
-        Recipient.objects.filter(pk__in=[r.pk for r in recipients], claim_token=token).update(
+        owned = Recipient.objects.filter(pk__in=[r.pk for r in recipients])
+        owned.filter(claim_token=token).update(
             state=Recipient.HELD, last_reply=detail, claim_token=None
         )
         for rcpt in recipients:
@@ -294,7 +296,8 @@ def deliver_over_one_session(legs, domain, batch):
             # The batch in hand goes on to the next leg; those already sent
             # over this session are settled.
             hop = leg.hop
-            problem = smtp_client.Reply(451, f"{exc.status} {hop.host}[{hop.address}]: {exc}")
+            where = f"{hop.host}[{hop.address}]"
+            problem = smtp_client.Reply(451, f"{exc.status} {where}: {exc}")
             record_attempts(batch, leg, problem, "", started)
     settle_batch(batch, problem)
 
@@ -308,8 +311,9 @@ def send_batch(session, leg, batch, started):
 
     # A ConnectionProblem from here leaves the batch to the caller, which
     # tries it on the next leg or defers it.
+    return_path = bounces.return_path_for(message)
     result = session.send(
-        bounces.return_path_for(message), mail_options, rcpts, bytes(message.signed), mark
+        return_path, mail_options, rcpts, bytes(message.signed), mark
     )
     bounced = []
     for rcpt in batch.recipients:
@@ -420,7 +424,8 @@ def settle(message, rcpt, token, reply):
         state, changes = Recipient.BOUNCED, {}
     elif now - message.created_at > timedelta(seconds=settings.DELIVERY_GIVE_UP):
         state, changes = Recipient.BOUNCED, {}
-        reply = smtp_client.Reply(550, f"5.4.7 Delivery time expired; last reply: {reply}")
+        final = f"5.4.7 Delivery time expired; last reply: {reply}"
+        reply = smtp_client.Reply(550, final)
     else:
         state = Recipient.DEFERRED
         changes = {"next_attempt_at": now + timedelta(seconds=retry_delay(attempts))}

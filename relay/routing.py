@@ -65,7 +65,9 @@ def _exchanges(r, domain):
 
 
 def _override(domain):
-    return settings.TRANSPORT_OVERRIDES.get(domain) or settings.TRANSPORT_OVERRIDES.get("*")
+    return settings.TRANSPORT_OVERRIDES.get(domain) or settings.TRANSPORT_OVERRIDES.get(
+        "*"
+    )
 
 
 def hops_for(domain):
@@ -86,7 +88,9 @@ def hops_for(domain):
     except dns.resolver.NoNameservers:
         raise _temporary(f"No DNS server answered for {domain}")
     if not hops:
-        raise RouteError(True, "5.1.2", f"No address found for the mail hosts of {domain}")
+        raise RouteError(
+            True, "5.1.2", f"No address found for the mail hosts of {domain}"
+        )
     return hops
 
 

@@ -106,13 +106,21 @@ def xtext(value):
 class Session:
     """An open SMTP session with one hop. Use as a context manager."""
 
-    def __init__(self, hop, helo, timeout, source_address=None,
-                 tls=OPPORTUNISTIC, data_timeout=600):
+    def __init__(
+        self,
+        hop,
+        helo,
+        timeout,
+        source_address=None,
+        tls=OPPORTUNISTIC,
+        data_timeout=600,
+    ):
         self.hop = hop
         self.timeout, self.data_timeout = timeout, data_timeout
         self.tls_version = ""
         self._smtp = smtplib.SMTP(
-            timeout=timeout, local_hostname=helo,
+            timeout=timeout,
+            local_hostname=helo,
             source_address=(source_address, 0) if source_address else None,
         )
         self._tls = tls
@@ -190,12 +198,18 @@ class Session:
         Raises ConnectionProblem when the session breaks before the reply to
         the end of data.
         """
-        smtp = self._smtp
         result = TransactionResult()
         addresses = [address for address, _ in recipients]
         try:
-            return self._transaction(result, addresses, mail_from, mail_options,
-                                     recipients, data, before_end_of_data)
+            return self._transaction(
+                result,
+                addresses,
+                mail_from,
+                mail_options,
+                recipients,
+                data,
+                before_end_of_data,
+            )
         except UnicodeEncodeError:
             # A non-ASCII address for a server without SMTPUTF8: nothing was
             # sent for the command; RFC 6531 section 3.2 says bounce.
@@ -203,8 +217,16 @@ class Session:
             reply = Reply(553, "5.6.7 The receiving server does not support SMTPUTF8")
             return _all(result, addresses, reply)
 
-    def _transaction(self, result, addresses, mail_from, mail_options, recipients,
-                     data, before_end_of_data):
+    def _transaction(
+        self,
+        result,
+        addresses,
+        mail_from,
+        mail_options,
+        recipients,
+        data,
+        before_end_of_data,
+    ):
         smtp = self._smtp
         try:
             code, text = smtp.mail(mail_from, mail_options)

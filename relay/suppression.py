@@ -59,7 +59,8 @@ def suppress(tenant_id, raw_entry, reason, detail=""):
     its first reason and date."""
     entry = normalise_entry(raw_entry)
     suppression, created = Suppression.objects.get_or_create(
-        tenant_id=tenant_id, entry=entry,
+        tenant_id=tenant_id,
+        entry=entry,
         defaults={"reason": reason, "detail": detail[:500]},
     )
     if created:

@@ -34,7 +34,8 @@ def sweep():
     for message_id in resettable_messages(stale):
         # Moving the message back to RECEIVED lets process_message claim it.
         reset = Message.objects.filter(
-            pk=message_id, state__in=[Message.RECEIVED, Message.PROCESSING],
+            pk=message_id,
+            state__in=[Message.RECEIVED, Message.PROCESSING],
             state_changed_at__lt=stale,
         ).update(state=Message.RECEIVED, state_changed_at=now)
         if reset:
@@ -59,8 +60,12 @@ def sweep():
         post_webhook.delay(post_id)
     destinations.forget_old_rates()
     if due or expired or posts:
-        log.info("event=sweep due=%d expired_claims=%d webhook_posts=%d",
-                 len(due), expired, len(posts))
+        log.info(
+            "event=sweep due=%d expired_claims=%d webhook_posts=%d",
+            len(due),
+            expired,
+            len(posts),
+        )
 
 
 def expire_claims(claimed_before):
@@ -72,10 +77,13 @@ def expire_claims(claimed_before):
     sender to see (at most once, never silently). The others never got it and
     are simply due again. Returns how many claims expired.
     """
-    old = Recipient.objects.filter(state=Recipient.SENDING, claimed_at__lt=claimed_before)
+    old = Recipient.objects.filter(
+        state=Recipient.SENDING, claimed_at__lt=claimed_before
+    )
     with transaction.atomic():
         unsure = list(
-            old.filter(data_sent_at__isnull=False).select_related("message")
+            old.filter(data_sent_at__isnull=False)
+            .select_related("message")
             .select_for_update(of=("self",))
         )
         for rcpt in unsure:

@@ -34,14 +34,18 @@ class DestinationTLS:
         if not self.required_by:
             return OPPORTUNISTIC
         return TLSRequirement(
-            required=True, verify_hostname=hop.host, ca_file=settings.DELIVERY_CA_FILE,
+            required=True,
+            verify_hostname=hop.host,
+            ca_file=settings.DELIVERY_CA_FILE,
             reason=f"TLS required by {self.required_by}",
         )
 
 
 def tls_for(tenant_id, domain, use_mta_sts=True):
     policy = mta_sts.policy_for(domain) if use_mta_sts else None
-    if TenantDeliverySettings.objects.filter(tenant_id=tenant_id, tls_required=True).exists():
+    if TenantDeliverySettings.objects.filter(
+        tenant_id=tenant_id, tls_required=True
+    ).exists():
         return DestinationTLS("the sender's account", policy)
     if DestinationPolicy.objects.filter(domain=domain, tls_required=True).exists():
         return DestinationTLS("the operator's policy for this domain", policy)

@@ -33,8 +33,16 @@ log = logging.getLogger("postern.webhooks")
 # Posts go straight to the endpoint: no proxy from the environment.
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
-EVENTS = ("queued", "deferred", "delivered", "bounced", "suppressed", "held",
-          "unconfirmed", "complained")
+EVENTS = (
+    "queued",
+    "deferred",
+    "delivered",
+    "bounced",
+    "suppressed",
+    "held",
+    "unconfirmed",
+    "complained",
+)
 FIRST_RETRY = 30
 MAX_BACKOFF = 3600
 
@@ -109,9 +117,12 @@ def post(post_id):
         )
         log.warning("event=webhook_given_up post=%s status=%s", post_id, outcome)
         return
-    delay = min(FIRST_RETRY * 2 ** (attempts - 1), MAX_BACKOFF) * random.uniform(0.8, 1.2)
+    delay = min(FIRST_RETRY * 2 ** (attempts - 1), MAX_BACKOFF) * random.uniform(
+        0.8, 1.2
+    )
     WebhookPost.objects.filter(pk=post_id).update(
-        attempts=attempts, last_status=outcome[:200],
+        attempts=attempts,
+        last_status=outcome[:200],
         next_attempt_at=timezone.now() + timedelta(seconds=delay),
     )
     log.info("event=webhook_retry post=%s status=%s", post_id, outcome)
@@ -122,7 +133,9 @@ def _send(item):
     secret = secretbox.unseal(item.webhook.sealed_secret).decode()
     timestamp = int(time.time())
     request = urllib.request.Request(
-        item.webhook.url, data=item.body.encode(), method="POST",
+        item.webhook.url,
+        data=item.body.encode(),
+        method="POST",
         headers={
             "Content-Type": "application/json",
             "User-Agent": "Postern-Webhook",

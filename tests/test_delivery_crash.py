@@ -73,7 +73,8 @@ def server(zone, outbound, mx_hosts):
 
 
 def test_run_killed_after_the_end_of_data_never_sends_again(
-        server, dns_server, delivery_port):
+    server, dns_server, delivery_port
+):
     message = queue_message(make_tenant(), [f"alice@{DOMAIN}"])
 
     kill_run_at("data", server, message, dns_server, delivery_port)
@@ -95,7 +96,8 @@ def test_run_killed_after_the_end_of_data_never_sends_again(
 
 
 def test_run_killed_before_data_is_retried_and_delivered_once(
-        server, dns_server, delivery_port):
+    server, dns_server, delivery_port
+):
     message = queue_message(make_tenant(), [f"bob@{DOMAIN}"])
 
     kill_run_at("rcpt", server, message, dns_server, delivery_port)

@@ -35,8 +35,12 @@ def sender(zone):
 
 def send(stack, sender, *recipients):
     # swaks takes several recipients as one comma-separated --to.
-    result = swaks(stack, sender=sender.address, to=",".join(recipients),
-                   auth=(sender.username, sender.secret))
+    result = swaks(
+        stack,
+        sender=sender.address,
+        to=",".join(recipients),
+        auth=(sender.username, sender.secret),
+    )
     assert result.returncode == 0, result.output
     return Message.objects.latest("created_at")
 
@@ -58,10 +62,13 @@ def test_deferred_mail_is_retried_by_the_worker(stack, zone, mx_hosts, sender):
     assert server.recipients == [f"alice@{DOMAIN}"]
 
 
-def test_suppressed_recipient_is_dropped_and_a_bounce_reported(stack, zone, mx_hosts,
-                                                               sender):
+def test_suppressed_recipient_is_dropped_and_a_bounce_reported(
+    stack, zone, mx_hosts, sender
+):
     serve_domain(zone, DOMAIN, (10, f"mx1.{DOMAIN}", "127.0.0.2"))
-    serve_domain(zone, sender.domain.name, (10, f"mx.{sender.domain.name}", "127.0.0.3"))
+    serve_domain(
+        zone, sender.domain.name, (10, f"mx.{sender.domain.name}", "127.0.0.3")
+    )
     server, sender_mx = mx_hosts("127.0.0.2"), mx_hosts("127.0.0.3")
     suppression.suppress(sender.tenant.pk, f"gone@{DOMAIN}", Suppression.COMPLAINT)
     server.behaviour.rcpt_reply[f"unknown@{DOMAIN}"] = "550 5.1.1 No such user"
@@ -75,8 +82,9 @@ def test_suppressed_recipient_is_dropped_and_a_bounce_reported(stack, zone, mx_h
         f"unknown@{DOMAIN}": Recipient.BOUNCED,
     }
     assert server.recipients == [f"ok@{DOMAIN}"]
-    assert Suppression.objects.filter(entry=f"unknown@{DOMAIN}",
-                                      reason=Suppression.HARD_BOUNCE).exists()
+    assert Suppression.objects.filter(
+        entry=f"unknown@{DOMAIN}", reason=Suppression.HARD_BOUNCE
+    ).exists()
 
     (report,) = sender_mx.wait_for(1)
     assert report.rcpt_tos == [sender.address]

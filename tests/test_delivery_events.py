@@ -62,11 +62,14 @@ def test_suppressed_addresses_and_domains_are_not_sent_to(server):
     pipeline.deliver_to_domain(message.pk, DOMAIN)
 
     assert recipient_states(message) == {
-        f"gone@{DOMAIN}": Recipient.SUPPRESSED, f"keep@{DOMAIN}": Recipient.DELIVERED}
+        f"gone@{DOMAIN}": Recipient.SUPPRESSED,
+        f"keep@{DOMAIN}": Recipient.DELIVERED,
+    }
     assert server.recipients == [f"keep@{DOMAIN}"]
     event = message.events.get(kind="suppressed")
     assert event.detail == (
-        f"to=gone@{DOMAIN} on the suppression list: gone@{DOMAIN} (Added by hand)")
+        f"to=gone@{DOMAIN} on the suppression list: gone@{DOMAIN} (Added by hand)"
+    )
 
     blocked = queue_message(tenant, ["anyone@blocked.example.net"])
     pipeline.deliver_to_domain(blocked.pk, "blocked.example.net")
@@ -74,21 +77,27 @@ def test_suppressed_addresses_and_domains_are_not_sent_to(server):
     assert Message.objects.get(pk=blocked.pk).state == Message.DONE
 
 
-@pytest.mark.parametrize("raw, expected", [
-    (" Alice@Example.NET ", "alice@example.net"),
-    ("@Example.net", "example.net"),
-    ("sub.example.net", "sub.example.net"),
-])
+@pytest.mark.parametrize(
+    "raw, expected",
+    [
+        (" Alice@Example.NET ", "alice@example.net"),
+        ("@Example.net", "example.net"),
+        ("sub.example.net", "sub.example.net"),
+    ],
+)
 def test_suppression_entries_are_normalised(raw, expected):
     assert suppression.normalise_entry(raw) == expected
 
 
-@pytest.mark.parametrize("raw, problem", [
-    ("", "Enter an address or a domain."),
-    ("alice@", "alice@ is not a valid address."),
-    ("localhost", "localhost is not a valid domain."),
-    ("bad_label.example", "bad_label.example is not a valid domain."),
-])
+@pytest.mark.parametrize(
+    "raw, problem",
+    [
+        ("", "Enter an address or a domain."),
+        ("alice@", "alice@ is not a valid address."),
+        ("localhost", "localhost is not a valid domain."),
+        ("bad_label.example", "bad_label.example is not a valid domain."),
+    ],
+)
 def test_bad_suppression_entries_are_refused(raw, problem):
     with pytest.raises(ValueError) as refused:
         suppression.normalise_entry(raw)
@@ -100,7 +109,9 @@ def test_development_mode_credential_holds_mail(server):
     credential, _ = issue_credential(tenant, "Staging app")
     credential.development_mode = True
     credential.save()
-    message = queue_message(tenant, [f"a@{DOMAIN}", f"b@{DOMAIN}"], credential=credential)
+    message = queue_message(
+        tenant, [f"a@{DOMAIN}", f"b@{DOMAIN}"], credential=credential
+    )
 
     pipeline.deliver_to_domain(message.pk, DOMAIN)
 
@@ -122,8 +133,9 @@ def test_development_mode_tenant_holds_mail(server):
 def signature_ok(secret, post):
     header = post.headers["Postern-Signature"]
     fields = dict(part.split("=", 1) for part in header.split(","))
-    expected = hmac.new(secret.encode(), f"{fields['t']}.".encode() + post.body,
-                        hashlib.sha256).hexdigest()
+    expected = hmac.new(
+        secret.encode(), f"{fields['t']}.".encode() + post.body, hashlib.sha256
+    ).hexdigest()
     return hmac.compare_digest(fields["v1"], expected)
 
 
@@ -138,8 +150,11 @@ def test_webhook_is_signed_and_retried_until_accepted(server, receiver):
 
     webhooks.post(post_id)
     pending = WebhookPost.objects.get(pk=post_id)
-    assert (pending.state, pending.attempts, pending.last_status) == ("pending", 1,
-                                                                       "HTTP 503")
+    assert (pending.state, pending.attempts, pending.last_status) == (
+        "pending",
+        1,
+        "HTTP 503",
+    )
     assert pending.next_attempt_at > timezone.now()
 
     WebhookPost.objects.filter(pk=post_id).update(next_attempt_at=timezone.now())
@@ -147,7 +162,10 @@ def test_webhook_is_signed_and_retried_until_accepted(server, receiver):
     assert WebhookPost.objects.get(pk=post_id).state == WebhookPost.SENT
 
     to_hook = [post for post, _ in receiver.posts if post.path == "/hook"]
-    assert [status for post, status in receiver.posts if post.path == "/hook"] == [503, 200]
+    assert [status for post, status in receiver.posts if post.path == "/hook"] == [
+        503,
+        200,
+    ]
     assert all(signature_ok(secret, post) for post in to_hook)
     assert not signature_ok(secret + "x", to_hook[0])
     body = json.loads(to_hook[-1].body)
@@ -163,9 +181,10 @@ def test_every_state_change_becomes_an_event(zone, server, receiver):
     server.behaviour.rcpt_reply[f"later@{DOMAIN}"] = "451 4.2.0 Busy"
     server.behaviour.rcpt_reply[f"bad@{DOMAIN}"] = "550 5.1.1 Unknown"
     addresses = [f"ok@{DOMAIN}", f"later@{DOMAIN}", f"bad@{DOMAIN}", f"gone@{DOMAIN}"]
-    raw = (f"From: <{sender.address}>\r\nTo: x@{DOMAIN}\r\nSubject: Hi\r\n\r\nHello\r\n")
+    raw = f"From: <{sender.address}>\r\nTo: x@{DOMAIN}\r\nSubject: Hi\r\n\r\nHello\r\n"
     message = Message.objects.create(
-        tenant=sender.tenant, mail_from=sender.address, raw=raw.encode(), size=len(raw))
+        tenant=sender.tenant, mail_from=sender.address, raw=raw.encode(), size=len(raw)
+    )
     for address in addresses:
         Recipient.objects.create(message=message, address=address, domain=DOMAIN)
 
@@ -173,11 +192,16 @@ def test_every_state_change_becomes_an_event(zone, server, receiver):
     pipeline.deliver_to_domain(message.pk, DOMAIN)
     post_due()
 
-    events = {(body["event"], body["recipient"])
-              for body in (json.loads(p.body) for p, _ in receiver.posts)}
+    events = {
+        (body["event"], body["recipient"])
+        for body in (json.loads(p.body) for p, _ in receiver.posts)
+    }
     assert events == {
-        ("queued", None), ("delivered", f"ok@{DOMAIN}"), ("deferred", f"later@{DOMAIN}"),
-        ("bounced", f"bad@{DOMAIN}"), ("suppressed", f"gone@{DOMAIN}"),
+        ("queued", None),
+        ("delivered", f"ok@{DOMAIN}"),
+        ("deferred", f"later@{DOMAIN}"),
+        ("bounced", f"bad@{DOMAIN}"),
+        ("suppressed", f"gone@{DOMAIN}"),
     }
 
 
@@ -187,7 +211,8 @@ def test_webhook_post_is_given_up_after_the_limit(server, settings):
     message = queue_message(tenant, [f"alice@{DOMAIN}"])
     pipeline.deliver_to_domain(message.pk, DOMAIN)
     WebhookPost.objects.update(
-        created_at=timezone.now() - timedelta(seconds=settings.WEBHOOK_GIVE_UP + 1))
+        created_at=timezone.now() - timedelta(seconds=settings.WEBHOOK_GIVE_UP + 1)
+    )
 
     post_due()
 
@@ -209,5 +234,5 @@ def test_add_webhook_command_prints_the_secret_once(receiver, server):
     message = queue_message(tenant, [f"alice@{DOMAIN}"])
     pipeline.deliver_to_domain(message.pk, DOMAIN)
     post_due()
-    (post, status), = receiver.posts
+    ((post, status),) = receiver.posts
     assert status == 200 and signature_ok(secret, post)

@@ -26,9 +26,12 @@ def api(user):
 
 
 def test_page_lists_the_tenants_entries_with_reason_and_date(people):
-    suppression.suppress(people.tenant.pk, "gone@example.net", Suppression.HARD_BOUNCE,
-                         "AB12: 550 5.1.1")
-    suppression.suppress(people.other_tenant.pk, "secret@example.org", Suppression.MANUAL)
+    suppression.suppress(
+        people.tenant.pk, "gone@example.net", Suppression.HARD_BOUNCE, "AB12: 550 5.1.1"
+    )
+    suppression.suppress(
+        people.other_tenant.pk, "secret@example.org", Suppression.MANUAL
+    )
 
     page = people.client(people.viewer).get("/suppressions/")
 
@@ -42,24 +45,38 @@ def test_page_lists_the_tenants_entries_with_reason_and_date(people):
 def test_owner_adds_imports_and_removes(people):
     client = people.client(people.owner)
 
-    assert client.post("/suppressions/add/", {"entry": "Alice@Example.net"}).status_code == 302
-    assert client.post("/suppressions/add/", {"entry": "@blocked.example"}).status_code == 302
+    assert (
+        client.post("/suppressions/add/", {"entry": "Alice@Example.net"}).status_code
+        == 302
+    )
+    assert (
+        client.post("/suppressions/add/", {"entry": "@blocked.example"}).status_code
+        == 302
+    )
     refused = client.post("/suppressions/add/", {"entry": "not an address@"})
     assert refused.status_code == 400
     assert "is not a valid address" in refused.content.decode()
 
-    imported = client.post("/suppressions/import/", {
-        "entries": "one@example.net\n# a comment\nalice@example.net\nbad@\nexample.org\n",
-    }, follow=True)
+    imported = client.post(
+        "/suppressions/import/",
+        {
+            "entries": "one@example.net\n# a comment\nalice@example.net\n"
+            "bad@\nexample.org\n",
+        },
+        follow=True,
+    )
     text = imported.content.decode()
     assert "Imported 2 new, 1 already listed." in text
     assert "Line 4 (bad@): bad@ is not a valid address." in text
 
-    entries = dict(Suppression.objects.filter(tenant=people.tenant)
-                   .values_list("entry", "reason"))
+    entries = dict(
+        Suppression.objects.filter(tenant=people.tenant).values_list("entry", "reason")
+    )
     assert entries == {
-        "alice@example.net": "manual", "blocked.example": "manual",
-        "one@example.net": "imported", "example.org": "imported",
+        "alice@example.net": "manual",
+        "blocked.example": "manual",
+        "one@example.net": "imported",
+        "example.org": "imported",
     }
 
     entry = Suppression.objects.get(entry="alice@example.net")
@@ -68,10 +85,14 @@ def test_owner_adds_imports_and_removes(people):
 
 
 def test_viewer_and_outsider_cannot_change_the_list(people):
-    entry, _ = suppression.suppress(people.tenant.pk, "gone@example.net", Suppression.MANUAL)
+    entry, _ = suppression.suppress(
+        people.tenant.pk, "gone@example.net", Suppression.MANUAL
+    )
 
     viewer = people.client(people.viewer)
-    assert viewer.post("/suppressions/add/", {"entry": "x@example.net"}).status_code == 403
+    assert (
+        viewer.post("/suppressions/add/", {"entry": "x@example.net"}).status_code == 403
+    )
     assert viewer.post(f"/suppressions/{entry.pk}/remove/").status_code == 403
 
     outsider = people.client(people.outsider)
@@ -82,32 +103,44 @@ def test_viewer_and_outsider_cannot_change_the_list(people):
 
 def test_api_lists_adds_imports_and_removes(people):
     client = api(people.admin)
-    suppression.suppress(people.other_tenant.pk, "secret@example.org", Suppression.MANUAL)
+    suppression.suppress(
+        people.other_tenant.pk, "secret@example.org", Suppression.MANUAL
+    )
 
-    created = client.post("/api/suppressions/", {"entry": "Gone@Example.net",
-                                                 "detail": "asked by phone"}, format="json")
+    created = client.post(
+        "/api/suppressions/",
+        {"entry": "Gone@Example.net", "detail": "asked by phone"},
+        format="json",
+    )
     assert created.status_code == 201
     assert created.json()["entry"] == "gone@example.net"
     assert created.json()["kind"] == "address"
     assert created.json()["reason"] == "manual"
-    again = client.post("/api/suppressions/", {"entry": "gone@example.net"}, format="json")
+    again = client.post(
+        "/api/suppressions/", {"entry": "gone@example.net"}, format="json"
+    )
     assert again.status_code == 200
 
     bad = client.post("/api/suppressions/", {"entry": "nope"}, format="json")
     assert bad.status_code == 400
     assert bad.json() == {"entry": ["nope is not a valid domain."]}
 
-    imported = client.post("/api/suppressions/import/",
-                           {"entries": ["example.org", "gone@example.net", "x@"]},
-                           format="json")
+    imported = client.post(
+        "/api/suppressions/import/",
+        {"entries": ["example.org", "gone@example.net", "x@"]},
+        format="json",
+    )
     assert imported.json() == {
-        "added": 1, "already_listed": 1,
+        "added": 1,
+        "already_listed": 1,
         "errors": [{"index": 2, "entry": "x@", "error": "x@ is not a valid address."}],
     }
 
     listed = client.get("/api/suppressions/").json()
     assert {(e["entry"], e["kind"]) for e in listed} == {
-        ("gone@example.net", "address"), ("example.org", "domain")}
+        ("gone@example.net", "address"),
+        ("example.org", "domain"),
+    }
     assert client.get("/api/suppressions/?q=org").json()[0]["entry"] == "example.org"
 
     pk = listed[0]["id"]
@@ -116,7 +149,9 @@ def test_api_lists_adds_imports_and_removes(people):
 
 
 def test_api_keeps_tenants_and_roles_apart(people):
-    entry, _ = suppression.suppress(people.tenant.pk, "gone@example.net", Suppression.MANUAL)
+    entry, _ = suppression.suppress(
+        people.tenant.pk, "gone@example.net", Suppression.MANUAL
+    )
 
     outsider = api(people.outsider)
     assert outsider.get("/api/suppressions/").json() == []
@@ -124,9 +159,13 @@ def test_api_keeps_tenants_and_roles_apart(people):
 
     viewer = api(people.viewer)
     assert viewer.get("/api/suppressions/").status_code == 200
-    refused = viewer.post("/api/suppressions/", {"entry": "x@example.net"}, format="json")
+    refused = viewer.post(
+        "/api/suppressions/", {"entry": "x@example.net"}, format="json"
+    )
     assert refused.status_code == 403
-    assert refused.json() == {"detail": "Your role lets you view, not change, this account."}
+    assert refused.json() == {
+        "detail": "Your role lets you view, not change, this account."
+    }
     assert viewer.delete(f"/api/suppressions/{entry.pk}/").status_code == 403
 
     assert api(None).get("/api/suppressions/").status_code == 403
@@ -134,8 +173,12 @@ def test_api_keeps_tenants_and_roles_apart(people):
 
 
 def held_message(tenant):
-    message = queue_message(tenant, ["dev@example.net"], subject="Staging invoice",
-                            body="Total due: 12.00 EUR")
+    message = queue_message(
+        tenant,
+        ["dev@example.net"],
+        subject="Staging invoice",
+        body="Total due: 12.00 EUR",
+    )
     message.recipients.update(state=Recipient.HELD)
     return message
 
@@ -171,7 +214,10 @@ def test_suppression_page_in_a_browser(live_server, new_page):
     page.goto(live_server.url + "/suppressions/")
     page.get_by_label("Address or domain").fill("gone@example.net")
     page.locator("#add-suppression").get_by_role("button", name="Add").click()
-    assert page.locator(".notice").first.inner_text() == "gone@example.net is now suppressed."
+    assert (
+        page.locator(".notice").first.inner_text()
+        == "gone@example.net is now suppressed."
+    )
     page.get_by_label("Addresses or domains").fill("example.org\nbad@")
     page.get_by_role("button", name="Import").click()
     notices = page.locator(".notice").all_inner_texts()
@@ -181,7 +227,9 @@ def test_suppression_page_in_a_browser(live_server, new_page):
     assert any("example.org" in row and "whole domain" in row for row in rows)
 
     page.locator("tbody tr", has_text="gone@example.net").get_by_role(
-        "button", name="Remove").click()
+        "button", name="Remove"
+    ).click()
     assert page.locator(".notice").first.inner_text() == (
-        "gone@example.net may be sent to again.")
+        "gone@example.net may be sent to again."
+    )
     assert list(Suppression.objects.values_list("entry", flat=True)) == ["example.org"]

@@ -66,8 +66,11 @@ def test_temporary_failure_is_retried_later_then_delivered(remote):
 
     rcpt = message.recipients.get()
     assert rcpt.state == Recipient.DELIVERED
-    assert list(rcpt.attempts_made.order_by("id").values_list("reply_code", flat=True)) == [
-        451, 250,
+    assert list(
+        rcpt.attempts_made.order_by("id").values_list("reply_code", flat=True)
+    ) == [
+        451,
+        250,
     ]
     assert mx.recipients == [f"alice@{DOMAIN}"]
 
@@ -109,7 +112,8 @@ def test_permanent_failure_bounces_at_once_with_a_dsn(remote):
     mx, sender_mx = remote
     mx.behaviour.rcpt_reply[f"gone@{DOMAIN}"] = "550 5.1.1 No such user"
     message = queue_message(
-        make_tenant(), [f"gone@{DOMAIN}", f"here@{DOMAIN}"],
+        make_tenant(),
+        [f"gone@{DOMAIN}", f"here@{DOMAIN}"],
         envelope_params={"ENVID": "invoice-1042"},
         recipient_params={f"gone@{DOMAIN}": {"ORCPT": f"rfc822;gone@{DOMAIN}"}},
     )
@@ -117,8 +121,10 @@ def test_permanent_failure_bounces_at_once_with_a_dsn(remote):
     pipeline.deliver_to_domain(message.pk, DOMAIN)
 
     states = dict(message.recipients.values_list("address", "state"))
-    assert states == {f"gone@{DOMAIN}": Recipient.BOUNCED,
-                      f"here@{DOMAIN}": Recipient.DELIVERED}
+    assert states == {
+        f"gone@{DOMAIN}": Recipient.BOUNCED,
+        f"here@{DOMAIN}": Recipient.DELIVERED,
+    }
     assert mx.recipients == [f"here@{DOMAIN}"]
     assert message.events.filter(kind="bounced", detail__contains="gone@").exists()
     suppression = Suppression.objects.get(tenant=message.tenant)
@@ -148,8 +154,11 @@ def test_permanent_failure_bounces_at_once_with_a_dsn(remote):
 def test_notify_never_means_no_dsn_but_still_a_bounce_event(remote):
     mx, sender_mx = remote
     mx.behaviour.rcpt_reply[f"gone@{DOMAIN}"] = "550 5.1.1 No such user"
-    message = queue_message(make_tenant(), [f"gone@{DOMAIN}"],
-                            recipient_params={f"gone@{DOMAIN}": {"NOTIFY": "NEVER"}})
+    message = queue_message(
+        make_tenant(),
+        [f"gone@{DOMAIN}"],
+        recipient_params={f"gone@{DOMAIN}": {"NOTIFY": "NEVER"}},
+    )
 
     pipeline.deliver_to_domain(message.pk, DOMAIN)
 
@@ -237,7 +246,9 @@ def test_late_bounce_from_a_real_dsn_is_tied_to_its_message(outbound, settings):
     rcpt = message.recipients.get()
     assert rcpt.state == Recipient.BOUNCED
     assert "5.2.2" in rcpt.last_reply and "MAILBOX FULL" in rcpt.last_reply
-    assert message.events.filter(kind="bounced", detail__contains="late bounce").exists()
+    assert message.events.filter(
+        kind="bounced", detail__contains="late bounce"
+    ).exists()
     # A full mailbox is not a bad address: not suppressed.
     assert not Suppression.objects.exists()
 
@@ -254,7 +265,8 @@ def test_delay_warning_changes_nothing_but_is_noted(outbound, settings):
 def test_complaint_suppresses_the_recipient(outbound, settings):
     message, return_path = delivered_message(settings, "angry@example.net")
     raw = (
-        "From: abuse@example.net\r\nTo: x\r\nSubject: complaint\r\nMIME-Version: 1.0\r\n"
+        "From: abuse@example.net\r\nTo: x\r\nSubject: complaint\r\n"
+        "MIME-Version: 1.0\r\n"
         'Content-Type: multipart/report; report-type=feedback-report; boundary="b"\r\n'
         "\r\n--b\r\nContent-Type: text/plain\r\n\r\nA complaint.\r\n"
         "--b\r\nContent-Type: message/feedback-report\r\n\r\n"
@@ -271,9 +283,9 @@ def test_complaint_suppresses_the_recipient(outbound, settings):
 def test_report_for_an_unknown_message_is_left_alone(outbound, settings):
     settings.RETURN_PATH_DOMAIN = "bounces.postern.test"
     raw = (DATA / "flanker-bounce-mailbox-full-dsn.eml").read_bytes()
-    assert bounces.take_report("bounces+0000000000000000@bounces.postern.test", raw) == (
-        "not for a known message"
-    )
+    assert bounces.take_report(
+        "bounces+0000000000000000@bounces.postern.test", raw
+    ) == ("not for a known message")
 
 
 @pytest.mark.django_db(transaction=True)

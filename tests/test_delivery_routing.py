@@ -20,10 +20,17 @@ pytestmark = pytest.mark.django_db
 DOMAIN = "customer.example.net"
 
 
-def test_lower_preference_is_tried_first_and_a_dead_one_skipped(zone, outbound, mx_hosts):
+def test_lower_preference_is_tried_first_and_a_dead_one_skipped(
+    zone, outbound, mx_hosts
+):
     # mx1 (preference 10) has no server at all; mx2 takes the message.
-    serve_domain(zone, DOMAIN, (10, f"mx1.{DOMAIN}", "127.0.0.2"),
-                 (20, f"mx2.{DOMAIN}", "127.0.0.3"), (30, f"mx3.{DOMAIN}", "127.0.0.4"))
+    serve_domain(
+        zone,
+        DOMAIN,
+        (10, f"mx1.{DOMAIN}", "127.0.0.2"),
+        (20, f"mx2.{DOMAIN}", "127.0.0.3"),
+        (30, f"mx3.{DOMAIN}", "127.0.0.4"),
+    )
     second, third = mx_hosts("127.0.0.3"), mx_hosts("127.0.0.4")
     message = queue_message(make_tenant(), [f"alice@{DOMAIN}"])
 
@@ -33,8 +40,11 @@ def test_lower_preference_is_tried_first_and_a_dead_one_skipped(zone, outbound, 
     assert third.received == []
     rcpt = message.recipients.get()
     assert rcpt.state == Recipient.DELIVERED
-    attempts = list(rcpt.attempts_made.order_by("id").values_list(
-        "remote_host", "remote_address", "reply_code"))
+    attempts = list(
+        rcpt.attempts_made.order_by("id").values_list(
+            "remote_host", "remote_address", "reply_code"
+        )
+    )
     assert attempts[0][:2] == (f"mx1.{DOMAIN}", "127.0.0.2")
     assert attempts[0][2] == 451
     assert attempts[1] == (f"mx2.{DOMAIN}", "127.0.0.3", 250)
@@ -42,8 +52,13 @@ def test_lower_preference_is_tried_first_and_a_dead_one_skipped(zone, outbound, 
 
 
 def test_equal_preferences_are_shuffled(zone, outbound):
-    serve_domain(zone, DOMAIN, (10, f"a.{DOMAIN}", "127.0.0.2"),
-                 (10, f"b.{DOMAIN}", "127.0.0.3"), (5, f"first.{DOMAIN}", "127.0.0.4"))
+    serve_domain(
+        zone,
+        DOMAIN,
+        (10, f"a.{DOMAIN}", "127.0.0.2"),
+        (10, f"b.{DOMAIN}", "127.0.0.3"),
+        (5, f"first.{DOMAIN}", "127.0.0.4"),
+    )
     orders = {tuple(hop.host for hop in routing.hops_for(DOMAIN)) for _ in range(40)}
     assert orders == {
         (f"first.{DOMAIN}", f"a.{DOMAIN}", f"b.{DOMAIN}"),
@@ -92,8 +107,9 @@ def test_several_messages_share_one_session(zone, outbound, mx_hosts):
     server = mx_hosts("127.0.0.2")
     tenant = make_tenant()
     messages = [
-        queue_message(tenant, [f"user{i}@{DOMAIN}", f"other{i}@{DOMAIN}"],
-                      subject=f"Invoice {i}")
+        queue_message(
+            tenant, [f"user{i}@{DOMAIN}", f"other{i}@{DOMAIN}"], subject=f"Invoice {i}"
+        )
         for i in range(3)
     ]
     # Another tenant's message waits for its own session.
@@ -117,7 +133,9 @@ def test_several_messages_share_one_session(zone, outbound, mx_hosts):
     assert len(server.received) == 3
 
 
-def test_connection_limit_postpones_without_counting_an_attempt(zone, outbound, mx_hosts):
+def test_connection_limit_postpones_without_counting_an_attempt(
+    zone, outbound, mx_hosts
+):
     serve_domain(zone, DOMAIN, (10, f"mx1.{DOMAIN}", "127.0.0.2"))
     server = mx_hosts("127.0.0.2")
     DestinationPolicy.objects.create(domain=DOMAIN, max_connections=1)
@@ -158,8 +176,9 @@ def test_rate_limit_per_destination(zone, outbound, mx_hosts):
 def test_non_ascii_address_needs_smtputf8(zone, outbound, mx_hosts, supported):
     serve_domain(zone, DOMAIN, (10, f"mx1.{DOMAIN}", "127.0.0.2"))
     server = mx_hosts("127.0.0.2", smtputf8=supported)
-    message = queue_message(make_tenant(), [f"jösé@{DOMAIN}"],
-                            envelope_params={"SMTPUTF8": True})
+    message = queue_message(
+        make_tenant(), [f"jösé@{DOMAIN}"], envelope_params={"SMTPUTF8": True}
+    )
 
     pipeline.deliver_to_domain(message.pk, DOMAIN)
 
@@ -170,5 +189,8 @@ def test_non_ascii_address_needs_smtputf8(zone, outbound, mx_hosts, supported):
         assert "SMTPUTF8" in server.received[0].mail_options
     else:
         assert rcpt.state == Recipient.BOUNCED
-        assert rcpt.last_reply == "553 5.6.7 The receiving server does not support SMTPUTF8"
+        assert (
+            rcpt.last_reply
+            == "553 5.6.7 The receiving server does not support SMTPUTF8"
+        )
         assert server.received == []

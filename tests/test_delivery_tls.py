@@ -5,7 +5,12 @@ cannot have the TLS it needs waits and is never sent in clear."""
 import pytest
 
 from relay import pipeline
-from relay.models import DestinationPolicy, MtaStsPolicy, Recipient, TenantDeliverySettings
+from relay.models import (
+    DestinationPolicy,
+    MtaStsPolicy,
+    Recipient,
+    TenantDeliverySettings,
+)
 from tests.support.delivery_fixtures import mx_hosts, outbound  # noqa: F401
 from tests.support.http_servers import LoopbackHTTP
 from tests.support.outbound import make_tenant, queue_message, serve_domain
@@ -77,8 +82,9 @@ def test_required_tls_with_a_valid_certificate_delivers(domain, mx_hosts, ca):
 
 
 @pytest.mark.parametrize("problem", ["unknown CA", "wrong name"])
-def test_required_tls_with_a_bad_certificate_waits(domain, mx_hosts, ca, stranger_ca,
-                                                    problem):
+def test_required_tls_with_a_bad_certificate_waits(
+    domain, mx_hosts, ca, stranger_ca, problem
+):
     if problem == "unknown CA":
         context = stranger_ca.server_context(MX_NAME)
     else:
@@ -127,7 +133,10 @@ def test_mta_sts_enforce_refuses_clear_text(domain, mx_hosts, mta_sts):
     assert server.received == []
     policy = MtaStsPolicy.objects.get(domain=DOMAIN)
     assert (policy.mode, policy.mx_patterns, policy.max_age) == (
-        "enforce", f"*.{DOMAIN}", 86400)
+        "enforce",
+        f"*.{DOMAIN}",
+        86400,
+    )
 
 
 def test_mta_sts_enforce_delivers_over_verified_tls(domain, mx_hosts, mta_sts, ca):
@@ -137,13 +146,16 @@ def test_mta_sts_enforce_delivers_over_verified_tls(domain, mx_hosts, mta_sts, c
     assert server.received[0].tls
 
 
-def test_mta_sts_enforce_skips_mx_hosts_outside_the_policy(domain, mx_hosts, mta_sts, ca):
+def test_mta_sts_enforce_skips_mx_hosts_outside_the_policy(
+    domain, mx_hosts, mta_sts, ca
+):
     mta_sts("enforce", mx=f"mx9.{DOMAIN}")
     server = mx_hosts("127.0.0.2", ca.server_context(MX_NAME))
     rcpt = deliver_one(make_tenant())
     assert rcpt.state == Recipient.DEFERRED
     assert rcpt.last_reply == (
-        f"451 4.7.5 No usable mail host: {MX_NAME} is not in the MTA-STS policy")
+        f"451 4.7.5 No usable mail host: {MX_NAME} is not in the MTA-STS policy"
+    )
     assert server.received == []
 
 
@@ -154,8 +166,9 @@ def test_mta_sts_testing_mode_does_not_block(domain, mx_hosts, mta_sts):
     assert not server.received[0].tls
 
 
-def test_cached_mta_sts_policy_holds_when_the_record_disappears(domain, mx_hosts,
-                                                                mta_sts, zone):
+def test_cached_mta_sts_policy_holds_when_the_record_disappears(
+    domain, mx_hosts, mta_sts, zone
+):
     mta_sts("enforce")
     mx_hosts("127.0.0.2")
     deliver_one(make_tenant())

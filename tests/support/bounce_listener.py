@@ -16,9 +16,14 @@ def running_bounce_listener(host="127.0.0.1"):
     handler = BounceHandler()
     server = loop.run_until_complete(
         loop.create_server(
-            lambda: SMTP(handler, hostname="bounces.postern.test",
-                         data_size_limit=MAX_REPORT_SIZE, decode_data=False),
-            host=host, port=0,
+            lambda: SMTP(
+                handler,
+                hostname="bounces.postern.test",
+                data_size_limit=MAX_REPORT_SIZE,
+                decode_data=False,
+            ),
+            host=host,
+            port=0,
         )
     )
     port = server.sockets[0].getsockname()[1]

@@ -54,7 +54,9 @@ class LoopbackHTTP:
         self.server = _Server((host, 0), _Handler)
         self.server.owner = self
         if tls_context is not None:
-            self.server.socket = tls_context.wrap_socket(self.server.socket, server_side=True)
+            self.server.socket = tls_context.wrap_socket(
+                self.server.socket, server_side=True
+            )
         self.host, self.port = host, self.server.server_address[1]
 
     @property

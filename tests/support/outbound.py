@@ -13,9 +13,16 @@ def make_tenant(name="Shop"):
     return Tenant.objects.create(name=name, status=Tenant.APPROVED)
 
 
-def queue_message(tenant, recipients, mail_from="app@shop.example.test",
-                  subject="Invoice 1042", body="Your invoice is attached.",
-                  credential=None, envelope_params=None, recipient_params=None):
+def queue_message(
+    tenant,
+    recipients,
+    mail_from="app@shop.example.test",
+    subject="Invoice 1042",
+    body="Your invoice is attached.",
+    credential=None,
+    envelope_params=None,
+    recipient_params=None,
+):
     """A message in state QUEUED with its bytes 'signed', and its recipients
     queued, as process_message leaves it."""
     raw = (
@@ -25,13 +32,21 @@ def queue_message(tenant, recipients, mail_from="app@shop.example.test",
         f"\r\n{body}\r\n"
     ).encode()
     message = Message.objects.create(
-        tenant=tenant, credential=credential, mail_from=mail_from, subject=subject,
-        size=len(raw), raw=raw, signed=raw, state=Message.QUEUED,
+        tenant=tenant,
+        credential=credential,
+        mail_from=mail_from,
+        subject=subject,
+        size=len(raw),
+        raw=raw,
+        signed=raw,
+        state=Message.QUEUED,
         envelope_params=envelope_params or {},
     )
     for address in recipients:
         Recipient.objects.create(
-            message=message, address=address, domain=address_domain(address),
+            message=message,
+            address=address,
+            domain=address_domain(address),
             params=(recipient_params or {}).get(address, {}),
         )
     return message

@@ -91,8 +91,13 @@ class RemoteMX(MXServer):
         super().__init__(host, port, tls_context)
         self.behaviour = Behaviour()
         self.controller = Controller(
-            _Handler(self), hostname=host, port=port, tls_context=tls_context,
-            decode_data=False, ident="test MX", ready_timeout=10,
+            _Handler(self),
+            hostname=host,
+            port=port,
+            tls_context=tls_context,
+            decode_data=False,
+            ident="test MX",
+            ready_timeout=10,
             enable_SMTPUTF8=smtputf8,
         )
 
