@@ -175,6 +175,8 @@ class Session:
         except (ssl.SSLError, OSError) as exc:
             if self._tls.required:
                 raise TLSProblem("4.7.5", f"TLS failed: {_describe(exc)}")
+            # Known limit: an opportunistic handshake that fails is not tried
+            # again in clear; the hop counts as failed and the next is tried.
             raise
         # After STARTTLS the client forgets what it knew (RFC 3207 section
         # 4.2) and greets again.

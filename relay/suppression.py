@@ -44,7 +44,8 @@ def _is_label(label):
 
 
 def suppression_for(tenant_id, address):
-    """The entry that suppresses address for the tenant, or None."""
+    """The entry that suppresses address for the tenant, or None. A domain
+    entry covers addresses at exactly that domain, not its subdomains."""
     address = address.lower()
     domain = address.rpartition("@")[2]
     return (

@@ -8,7 +8,13 @@ be made at once. The receiver checks
     Postern-Signature: t=<unix time>,v1=<hex HMAC-SHA256 of "<t>.<body>">
 
 with its secret, and should refuse a timestamp more than a few minutes old
-(that, with the signature, stops replays).
+(that, with the signature, stops replays). A post is made at least once: a
+worker that dies after the endpoint accepted but before recording it posts
+again, so receivers drop an event_id they have seen.
+
+Webhook URLs are added by staff (manage.py add_webhook), not by tenants:
+posts come from inside the operator's network, and a tenant-chosen URL could
+aim them at internal services.
 """
 
 import hashlib
@@ -19,6 +25,7 @@ import random
 import time
 import urllib.error
 import urllib.request
+import uuid
 from datetime import timedelta
 
 from django.conf import settings
@@ -64,6 +71,7 @@ def announce(message, event, recipient=None, detail=""):
     body = json.dumps(
         {
             "event": event,
+            "event_id": uuid.uuid4().hex,
             "queue_id": message.queue_id,
             "recipient": recipient.address if recipient else None,
             "detail": detail,

@@ -169,6 +169,7 @@ def test_webhook_is_signed_and_retried_until_accepted(server, receiver):
     assert all(signature_ok(secret, post) for post in to_hook)
     assert not signature_ok(secret + "x", to_hook[0])
     body = json.loads(to_hook[-1].body)
+    assert body["event_id"] == json.loads(to_hook[0].body)["event_id"]
     assert body["event"] == "delivered"
     assert body["queue_id"] == message.queue_id
     assert body["recipient"] == f"alice@{DOMAIN}"
