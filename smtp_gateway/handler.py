@@ -66,7 +66,7 @@ def has_bare_line_ending(raw):
 
 
 def _log_refusal(server, command, refusal):
-    log.info("event=refused peer=%s command=%s reply=%r", server.peer_ip, command,
+    log.info("event=refused %s command=%s reply=%r", server.who, command,
              str(refusal))
 
 
@@ -200,7 +200,7 @@ class SubmissionHandler:
                 auth_guard.blocked_for, self.counters, peer_ip, username
             )
             if blocked:
-                log.info("event=auth_blocked peer=%s", peer_ip)
+                log.info("event=auth_blocked %s", server.who)
                 return AuthResult(
                     success=False, handled=False,
                     message=(
@@ -214,15 +214,15 @@ class SubmissionHandler:
         except UnicodeDecodeError:
             identity = None
         except Exception:
-            log.exception("event=auth_error peer=%s", peer_ip)
+            log.exception("event=auth_error %s", server.who)
             return AuthResult(
                 success=False, handled=False,
                 message="454 4.7.0 Temporary authentication failure",
             )
         if identity is None:
-            return await self._failed(peer_ip, username)
+            return await self._failed(server, username)
         if self.connections[identity.credential_id] >= identity.max_connections:
-            log.info("event=too_many_connections peer=%s username=%s", peer_ip,
+            log.info("event=too_many_connections %s username=%s", server.who,
                      identity.username)
             return AuthResult(
                 success=False, handled=False,
@@ -232,11 +232,12 @@ class SubmissionHandler:
                 ),
             )
         self.connections[identity.credential_id] += 1
-        log.info("event=auth_ok peer=%s username=%s", peer_ip, identity.username)
+        log.info("event=auth_ok %s username=%s", server.who, identity.username)
         return AuthResult(success=True, handled=False, auth_data=identity)
 
-    async def _failed(self, peer_ip, username):
-        log.info("event=auth_failed peer=%s", peer_ip)
+    async def _failed(self, server, username):
+        peer_ip = server.peer_ip
+        log.info("event=auth_failed %s", server.who)
         try:
             delay, blocked = await self._in_thread(
                 auth_guard.record_failure, self.counters, self.policy.guard,
@@ -246,7 +247,7 @@ class SubmissionHandler:
                 _record_event, SecurityEvent.AUTH_FAILED, peer_ip, username
             )
             for subject in blocked:
-                log.warning("event=auth_block_started peer=%s subject=%s", peer_ip,
+                log.warning("event=auth_block_started %s subject=%s", server.who,
                             subject.partition(":")[0])
                 await self._in_thread(
                     _record_event, SecurityEvent.AUTH_BLOCKED, peer_ip, username,
@@ -254,7 +255,7 @@ class SubmissionHandler:
                     f"{self.policy.guard.block_seconds} seconds",
                 )
         except Exception:
-            log.exception("event=auth_guard_error peer=%s", peer_ip)
+            log.exception("event=auth_guard_error %s", server.who)
             delay = self.policy.guard.max_delay
         if delay:
             await asyncio.sleep(delay)
@@ -278,7 +279,7 @@ class SubmissionHandler:
                 identity.limits, size,
             )
         except Exception:
-            log.exception("event=rate_check_failed peer=%s", server.peer_ip)
+            log.exception("event=rate_check_failed %s", server.who)
             return TEMPORARY_FAILURE
         if full:
             return _rate_reply(full)
@@ -296,8 +297,8 @@ class SubmissionHandler:
         identity = session.auth_data
         raw = envelope.original_content
         if has_bare_line_ending(raw):
-            log.info("event=refused peer=%s command=DATA reason=bare_line_ending",
-                     server.peer_ip)
+            log.info("event=refused %s command=DATA reason=bare_line_ending",
+                     server.who)
             return (
                 "550 5.6.0 Message contains a bare CR or LF; lines must end "
                 "with CRLF (RFC 5321 2.3.8)"
@@ -329,11 +330,11 @@ class SubmissionHandler:
                 _store, identity, envelope, raw, headers, peer_ip
             )
         except Exception:
-            log.exception("event=intake_failed peer=%s", peer_ip)
+            log.exception("event=intake_failed %s", server.who)
             if counted:
                 await self._uncount(identity, len(raw))
             return TEMPORARY_FAILURE
-        log.info("event=accepted peer=%s queue_id=%s size=%d rcpts=%d", peer_ip,
+        log.info("event=accepted %s queue_id=%s size=%d rcpts=%d", server.who,
                  queue_id, len(raw), len(envelope.rcpt_tos))
         return f"250 2.0.0 Ok: queued as {queue_id}"
 

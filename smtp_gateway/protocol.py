@@ -13,6 +13,7 @@ What is changed from the library, and why:
 
 import logging
 import re
+import secrets
 
 from aiosmtpd.smtp import MISSING, SMTP
 
@@ -55,7 +56,10 @@ _HAS_ENHANCED = re.compile(r"^[245]\.\d{1,3}\.\d{1,3}( |$)")
 
 # RFC 5321 section 4.5.3.1.4: 512 octets for a command line, which extensions
 # may raise: SIZE (RFC 1870) by 26, SMTPUTF8 by 10 (RFC 6531), RET and ENVID
-# by 16 + 100 and NOTIFY and ORCPT by 34 + 500 (RFC 3461 section 5).
+# by 16 + 100 and NOTIFY and ORCPT by 34 + 500 (RFC 3461 section 5). The
+# library reads no line longer than 1001 octets, so a RCPT whose ORCPT uses
+# its full 500 characters is refused as too long: a known limit that no client
+# seen so far reaches.
 COMMAND_LIMIT = 512
 COMMAND_LIMITS = {"MAIL": COMMAND_LIMIT + 26 + 10 + 16 + 100, "RCPT": 512 + 34 + 500}
 
@@ -94,6 +98,8 @@ class SubmissionSMTP(SMTP):
         self.sessions = sessions
         self.implicit_tls = implicit_tls
         self.session_limit = session_limit
+        # Carried into every log line about this session.
+        self.trace_id = secrets.token_hex(4)
         self._session_timer = None
         if implicit_tls:
             # The transport is TLS from its first byte; aiosmtpd only knows TLS
@@ -158,9 +164,13 @@ class SubmissionSMTP(SMTP):
         """Say why and close, whatever the session is doing."""
         if self.transport is None or self.transport.is_closing():
             return
-        log.info("event=session_closed peer=%s reply=%r", self.peer_ip, reply)
+        log.info("event=session_closed %s reply=%r", self.who, reply)
         self.transport.write(reply.encode() + b"\r\n")
         self.transport.close()
+
+    @property
+    def who(self):
+        return f"session={self.trace_id} peer={self.peer_ip}"
 
     @property
     def peer_ip(self):

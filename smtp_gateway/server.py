@@ -94,7 +94,7 @@ async def drain(sessions, grace):
                 session.close_with(SHUTDOWN_REPLY)
         await asyncio.sleep(0.05)
     for session in open_sessions():
-        log.warning("event=transaction_cut peer=%s", session.peer_ip)
+        log.warning("event=transaction_cut %s", session.who)
         session.close_with(SHUTDOWN_REPLY)
 
 
