@@ -132,6 +132,7 @@ class SubmissionHandler:
         # not in Redis so that a killed process leaves nothing behind; the
         # limit therefore applies per gateway process.
         self.connections = Counter()
+        self.stopping = False
 
     async def _in_thread(self, func, *args):
         return await asyncio.get_running_loop().run_in_executor(self.pool, func, *args)

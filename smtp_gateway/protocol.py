@@ -219,6 +219,10 @@ class SubmissionSMTP(SMTP):
         return parsed[0], params
 
     async def smtp_MAIL(self, arg):
+        if self.event_handler.stopping:
+            # No new transaction once shutdown has begun.
+            self.close_with(SHUTDOWN_REPLY)
+            return
         if await self.check_helo_needed() or await self.check_auth_needed("MAIL"):
             return
         if self.in_transaction:

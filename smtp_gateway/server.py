@@ -116,6 +116,7 @@ async def serve():
     await stop.wait()
 
     log.info("event=stopping sessions=%d", len(sessions))
+    handler.stopping = True
     for listener in listeners:
         listener.close()
     await drain(sessions, settings.GATEWAY_SHUTDOWN_GRACE)

@@ -190,7 +190,8 @@ def test_sigterm_finishes_the_transaction_in_flight(own_gateway, sender):
             return False
 
         assert wait_until(refused)
-        busy.send("Still being written.\r\n.\r\n")
+        # A new transaction pipelined behind the message is not begun.
+        busy.send(f"Still being written.\r\n.\r\nMAIL FROM:<{sender.address}>\r\n")
         assert busy.reply().startswith("250 2.0.0 Ok: queued as")
         assert busy.reply() == "421 4.3.2 Service shutting down, try again later"
         assert started.process.popen.wait(timeout=20) == 0
