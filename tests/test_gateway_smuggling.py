@@ -152,6 +152,7 @@ def test_random_data_never_makes_two_messages(gateway, sender, payload):
     # asked; that is pipelining, not smuggling.
     assume(data.find(b"\r\n.\r\n") == len(data) - 5)
     before = Message.objects.count()
+    tracebacks = gateway.process.output().count("Traceback")
     client = authenticated(gateway, sender)
     try:
         send_transaction(client, sender, data)
@@ -161,3 +162,4 @@ def test_random_data_never_makes_two_messages(gateway, sender, payload):
     finally:
         client.close()
     assert Message.objects.count() - before <= 1
+    assert gateway.process.output().count("Traceback") == tracebacks
