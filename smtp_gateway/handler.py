@@ -137,6 +137,19 @@ class SubmissionHandler:
     async def _in_thread(self, func, *args):
         return await asyncio.get_running_loop().run_in_executor(self.pool, func, *args)
 
+    async def _count(self, server, func, *args):
+        """Run a step on the shared counters; returns (result, whether it ran).
+
+        The counters live in Redis beside the broker. When Redis is down,
+        intake goes on without limits or brute-force counting rather than
+        stopping, as it goes on without the broker (relay/intake.py)."""
+        try:
+            return await self._in_thread(func, self.counters, *args), True
+        except Exception as exc:
+            log.warning("event=counters_unavailable %s step=%s error=%s", server.who,
+                        func.__name__, type(exc).__name__)
+            return None, False
+
     async def handle_PROXY(self, server, session, envelope, proxy_data):
         return bool(proxy_data and proxy_data.valid)
 
@@ -196,19 +209,18 @@ class SubmissionHandler:
     async def _check(self, server, login, password):
         peer_ip = server.peer_ip
         username = login.decode("utf-8", errors="replace")
-        try:
-            blocked = await self._in_thread(
-                auth_guard.blocked_for, self.counters, peer_ip, username
+        blocked, _ = await self._count(
+            server, auth_guard.blocked_for, peer_ip, username
+        )
+        if blocked:
+            log.info("event=auth_blocked %s", server.who)
+            return AuthResult(
+                success=False, handled=False,
+                message=(
+                    f"454 4.7.0 Too many failed logins; try again in {blocked} seconds"
+                ),
             )
-            if blocked:
-                log.info("event=auth_blocked %s", server.who)
-                return AuthResult(
-                    success=False, handled=False,
-                    message=(
-                        "454 4.7.0 Too many failed logins; try again in "
-                        f"{blocked} seconds"
-                    ),
-                )
+        try:
             identity = await self._in_thread(
                 _login, username, password.decode("utf-8"), peer_ip, self.policy
             )
@@ -239,11 +251,11 @@ class SubmissionHandler:
     async def _failed(self, server, username):
         peer_ip = server.peer_ip
         log.info("event=auth_failed %s", server.who)
+        counted, ok = await self._count(
+            server, auth_guard.record_failure, self.policy.guard, peer_ip, username
+        )
+        delay, blocked = counted if ok else (self.policy.guard.max_delay, [])
         try:
-            delay, blocked = await self._in_thread(
-                auth_guard.record_failure, self.counters, self.policy.guard,
-                peer_ip, username,
-            )
             await self._in_thread(
                 _record_event, SecurityEvent.AUTH_FAILED, peer_ip, username
             )
@@ -256,8 +268,7 @@ class SubmissionHandler:
                     f"{self.policy.guard.block_seconds} seconds",
                 )
         except Exception:
-            log.exception("event=auth_guard_error %s", server.who)
-            delay = self.policy.guard.max_delay
+            log.exception("event=security_event_not_recorded %s", server.who)
         if delay:
             await asyncio.sleep(delay)
         return AuthResult(success=False, handled=False)
@@ -274,14 +285,10 @@ class SubmissionHandler:
                 "552 5.3.4 Message size exceeds the limit of "
                 f"{identity.max_message_size} octets for this credential"
             )
-        try:
-            full = await self._in_thread(
-                rate_limits.full_limit, self.counters, identity.credential_id,
-                identity.limits, size,
-            )
-        except Exception:
-            log.exception("event=rate_check_failed %s", server.who)
-            return TEMPORARY_FAILURE
+        full, _ = await self._count(
+            server, rate_limits.full_limit, identity.credential_id, identity.limits,
+            size,
+        )
         if full:
             return _rate_reply(full)
         return "250 2.1.0 Sender OK"
@@ -317,33 +324,24 @@ class SubmissionHandler:
         return await self._accept(server, identity, envelope, raw, headers)
 
     async def _accept(self, server, identity, envelope, raw, headers):
-        peer_ip = server.peer_ip
-        counted = False
+        full, counted = await self._count(
+            server, rate_limits.count_message, identity.credential_id, identity.limits,
+            len(raw),
+        )
+        if full:
+            return _rate_reply(full)
         try:
-            full = await self._in_thread(
-                rate_limits.count_message, self.counters, identity.credential_id,
-                identity.limits, len(raw),
-            )
-            if full:
-                return _rate_reply(full)
-            counted = True
             queue_id = await self._in_thread(
-                _store, identity, envelope, raw, headers, peer_ip
+                _store, identity, envelope, raw, headers, server.peer_ip
             )
         except Exception:
             log.exception("event=intake_failed %s", server.who)
             if counted:
-                await self._uncount(identity, len(raw))
+                await self._count(
+                    server, rate_limits.uncount_message, identity.credential_id,
+                    identity.limits, len(raw),
+                )
             return TEMPORARY_FAILURE
         log.info("event=accepted %s queue_id=%s size=%d rcpts=%d", server.who,
                  queue_id, len(raw), len(envelope.rcpt_tos))
         return f"250 2.0.0 Ok: queued as {queue_id}"
-
-    async def _uncount(self, identity, size):
-        try:
-            await self._in_thread(
-                rate_limits.uncount_message, self.counters, identity.credential_id,
-                identity.limits, size,
-            )
-        except Exception:
-            log.exception("event=uncount_failed credential=%s", identity.credential_id)

@@ -17,7 +17,7 @@ import pytest
 from relay.models import Message
 from smtp_gateway.management.commands.make_dev_certificate import write_self_signed
 from tests.support.clients import insecure_client_context, swaks
-from tests.support.gateway import start_test_gateway
+from tests.support.gateway import own_gateway  # noqa: F401 (a fixture)
 from tests.support.raw_smtp import RawSMTP, authenticated
 from tests.support.senders import make_sender
 from tests.support.tcp_relay import TCPRelay
@@ -33,23 +33,6 @@ BODY = (
 @pytest.fixture
 def sender(zone):
     return make_sender(zone)
-
-
-@pytest.fixture
-def own_gateway(gateway, run_dir, request):
-    """Start a gateway of this test's own with extra settings; stopped after."""
-    started = []
-
-    def start(**overrides):
-        name = f"gateway-{request.node.name[:40]}-{len(started)}"
-        process = start_test_gateway(dict(gateway.env, **overrides), run_dir / "logs",
-                                     name=name)
-        started.append(process)
-        return process
-
-    yield start
-    for process in started:
-        process.process.stop(sig=signal.SIGKILL)
 
 
 def wait_until(predicate, timeout=20):

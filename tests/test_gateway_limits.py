@@ -10,6 +10,7 @@ from smtp_gateway import auth_guard, rate_limits
 from smtp_gateway.counters import LocalCounters, RedisCounters
 from smtp_gateway.models import SecurityEvent
 from tenants.models import Credential
+from tests.support.gateway import own_gateway  # noqa: F401 (a fixture)
 from tests.support.raw_smtp import authenticated, tls_session
 from tests.support.senders import make_sender
 
@@ -215,3 +216,21 @@ def test_guard_policy_counts_per_address_and_username():
     assert auth_guard.blocked_for(counters, "192.0.2.1", "other") > 0
     assert auth_guard.blocked_for(counters, "192.0.2.9", "U") > 0
     assert auth_guard.blocked_for(counters, "192.0.2.9", "other") == 0
+
+
+def test_intake_goes_on_when_the_counters_are_unreachable(own_gateway, sender):
+    """Redis down must not stop intake, as a broker outage does not: limits
+    and brute-force counting are skipped, and the gateway says so in its log."""
+    from tests.support.processes import free_port
+
+    limit_credential(sender, messages_per_day=1)
+    unreachable = f"redis://127.0.0.1:{free_port()}/0"
+    started = own_gateway(POSTERN_COUNTERS_REDIS_URL=unreachable)
+    client = authenticated(started, sender)
+    try:
+        assert send(client, sender).startswith("250 2.0.0")
+        assert send(client, sender).startswith("250 2.0.0")
+    finally:
+        client.close()
+    assert Message.objects.count() == 2
+    assert "event=counters_unavailable" in started.process.output()

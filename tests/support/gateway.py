@@ -2,8 +2,11 @@
 limits, and settings that a test may change, without a worker."""
 
 import os
+import signal
 import sys
 from dataclasses import dataclass, field
+
+import pytest
 
 from tests.support.processes import Process, free_port, wait_for_port
 
@@ -77,3 +80,21 @@ def start_test_gateway(env, log_dir, name="gateway-tests"):
     wait_for_port(host, submission_port, process=process.popen)
     wait_for_port(host, submissions_port, process=process.popen)
     return Gateway(env, host, submission_port, submissions_port, process)
+
+
+@pytest.fixture
+def own_gateway(gateway, run_dir, request):
+    """Start a gateway of this test's own with extra settings; stopped after."""
+    started = []
+
+    def start(**overrides):
+        name = f"gateway-{request.node.name[:40]}-{len(started)}"
+        process = start_test_gateway(
+            dict(gateway.env, **overrides), run_dir / "logs", name=name
+        )
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        process.process.stop(sig=signal.SIGKILL)
