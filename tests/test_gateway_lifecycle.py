@@ -50,6 +50,16 @@ def certificate_digest(host, port):
             return hashlib.sha256(tls.getpeercert(binary_form=True)).hexdigest()
 
 
+def starttls_certificate_digest(endpoint):
+    client = RawSMTP(endpoint.submission_host, endpoint.submission_port)
+    try:
+        client.command("EHLO client.example.net")
+        client.starttls()
+        return hashlib.sha256(client.sock.getpeercert(binary_form=True)).hexdigest()
+    finally:
+        client.close()
+
+
 def test_implicit_tls_offers_auth_at_once_and_accepts_mail(gateway, sender):
     client = RawSMTP(gateway.submission_host, gateway.submissions_port,
                      implicit_tls=True)
@@ -133,11 +143,13 @@ def test_sighup_reloads_the_certificate_without_dropping_sessions(own_gateway, r
     started = own_gateway(POSTERN_TLS_CERT=str(cert), POSTERN_TLS_KEY=str(key))
     host, port = started.submission_host, started.submissions_port
     old = certificate_digest(host, port)
+    assert starttls_certificate_digest(started) == old
     session = authenticated(started, sender)
     try:
         write_self_signed(cert, key, hostname="new.example.test")
         started.process.popen.send_signal(signal.SIGHUP)
         assert wait_until(lambda: certificate_digest(host, port) != old)
+        assert starttls_certificate_digest(started) == certificate_digest(host, port)
         # The session that began before the reload goes on.
         assert session.command("NOOP") == "250 2.0.0 OK"
 
