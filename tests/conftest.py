@@ -6,6 +6,11 @@ from pathlib import Path
 import pytest
 
 from tests.support.dns_server import DNSServer
+
+# Fixtures shared by many modules are registered once here, so that a
+# session-scoped one (the browser) really exists once per session.
+pytest_plugins = ["tests.support.browser"]
+
 from tests.support.mx import MXServer
 from tests.support.processes import free_port, start_gateway, start_worker
 
@@ -151,3 +156,10 @@ def pytest_runtest_makereport(item, call):
         tail = gateway.process.output()[-6000:]
         report.sections.append(("gateway-tests log (tail)", tail))
     return report
+
+
+def pytest_collection_modifyitems(config, items):
+    """Browser tests run last: Playwright's sync API keeps an event loop on
+    the main thread for as long as the browser lives, and later tests that
+    run asyncio code of their own would find it in their way."""
+    items.sort(key=lambda item: "browser" in getattr(item, "fixturenames", ()))

@@ -6,7 +6,6 @@ from rest_framework.test import APIClient
 
 from relay import suppression
 from relay.models import Recipient, Suppression
-from tests.support.browser import browser, new_page  # noqa: F401 (fixtures)
 from tests.support.outbound import queue_message
 from tests.support.people import make_people, make_user
 

@@ -9,7 +9,6 @@ import dkim
 import pytest
 
 from tenants.models import Credential, Tenant
-from tests.support.browser import browser, new_page  # noqa: F401 (fixtures)
 from tests.support.clients import swaks
 from tests.support.people import make_user
 from tests.support.senders import make_recipient_domain
