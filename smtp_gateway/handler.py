@@ -156,6 +156,11 @@ class SubmissionHandler:
     async def handle_EHLO(self, server, session, envelope, hostname, responses):
         session.host_name = hostname
         final = responses.pop()  # "250 HELP"
+        if isinstance(session.auth_data, Identity):
+            # After AUTH the credential's own limit is the one that counts
+            # (RFC 1870 section 4 lets a server announce what applies).
+            size = f"250-SIZE {session.auth_data.max_message_size}"
+            responses = [size if r.startswith("250-SIZE") else r for r in responses]
         responses += ["250-PIPELINING", "250-ENHANCEDSTATUSCODES", "250-DSN", final]
         return responses
 

@@ -73,6 +73,7 @@ def test_message_size_declared_and_actual(gateway, sender):
     )
     client = authenticated(gateway, sender)
     try:
+        assert "250-SIZE 400\n" in client.command("EHLO client.example.net")
         assert send(client, sender, mail_params=" SIZE=401") == refusal
         assert send(client, sender, mail_params=" SIZE=100", size=500) == refusal
         assert send(client, sender, size=500) == refusal
