@@ -209,13 +209,18 @@ def claim_recipients(message_id, domain):
     # A claim token, set by one conditional update, marks the recipients this
     # run owns: two runs for the same domain (a redelivered task, the
     # sweeper, a run taking the message over an open session) never both send
-    # to one recipient.
+    # to one recipient. The update filters on the recipient's own columns
+    # only: a condition through a join would become a subquery that
+    # PostgreSQL does not check again after waiting for the row lock, and
+    # both runs would win.
     token = uuid.uuid4()
     now = timezone.now()
+    if not Message.objects.filter(pk=message_id, state=Message.QUEUED).exists():
+        return token, []
     Recipient.objects.filter(
-        message_id=message_id, domain=domain, message__state=Message.QUEUED
-    ).filter(
-        state__in=[Recipient.QUEUED, Recipient.DEFERRED]
+        message_id=message_id,
+        domain=domain,
+        state__in=[Recipient.QUEUED, Recipient.DEFERRED],
     ).exclude(next_attempt_at__gt=now).update(
         state=Recipient.SENDING, claim_token=token, claimed_at=now
     )

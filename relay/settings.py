@@ -219,6 +219,10 @@ DESTINATION_RETRY = env_int("POSTERN_DESTINATION_RETRY", 30)
 # Wait for the reply to the end of data this long: RFC 5321 section
 # 4.5.3.2.6 asks for 10 minutes, since giving up earlier invites duplicates.
 DELIVERY_DATA_TIMEOUT = env_int("POSTERN_DELIVERY_DATA_TIMEOUT", 600)
+# A recipient claimed longer ago than this belongs to a delivery run that
+# died. It must outlast the longest a live run holds one batch: connecting and
+# a few commands (DELIVERY_TIMEOUT each) plus the end-of-data wait.
+DELIVERY_CLAIM_LEASE = env_int("POSTERN_DELIVERY_CLAIM_LEASE", 900)
 # CA bundle for verifying MX certificates where TLS is required (empty: the
 # system's store).
 DELIVERY_CA_FILE = env_str("POSTERN_DELIVERY_CA_FILE", "")

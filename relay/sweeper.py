@@ -18,12 +18,6 @@ from relay.models import Message, MessageEvent, Recipient
 
 log = logging.getLogger("postern.sweeper")
 
-# A recipient claimed longer ago than this belongs to a run that died. It
-# must outlast the longest a live run can hold one batch: connecting and a few
-# commands (POSTERN_DELIVERY_TIMEOUT each) plus the wait for the end-of-data
-# reply (POSTERN_DELIVERY_DATA_TIMEOUT, 10 minutes by default).
-CLAIM_LEASE = timedelta(minutes=15)
-
 
 def sweep():
     from relay.tasks import deliver, post_webhook, process_message
@@ -41,7 +35,8 @@ def sweep():
         if reset:
             process_message.delay(message_id)
 
-    expired = expire_claims(claimed_before=now - CLAIM_LEASE)
+    lease = timedelta(seconds=settings.DELIVERY_CLAIM_LEASE)
+    expired = expire_claims(claimed_before=now - lease)
 
     due = (
         Recipient.objects.filter(message__state=Message.QUEUED)

@@ -7,10 +7,11 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from datetime import timedelta
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 from django.utils import timezone
 
 from relay import pipeline, sweeper
@@ -113,3 +114,56 @@ def test_run_killed_before_data_is_retried_and_delivered_once(
 
     assert message.recipients.get().state == Recipient.DELIVERED
     assert server.recipients == [f"bob@{DOMAIN}"]
+
+
+def test_two_runs_racing_for_a_recipient_claim_it_once(server):
+    """The second run's claim waits on the first's row lock; once the first
+    commits, the second must see the recipient taken."""
+    message = queue_message(make_tenant(), [f"carol@{DOMAIN}"])
+    first_claimed, release = threading.Event(), threading.Event()
+    claims = {}
+
+    def first_run():
+        try:
+            with transaction.atomic():
+                claims["first"] = pipeline.claim_recipients(message.pk, DOMAIN)[1]
+                first_claimed.set()
+                release.wait(20)
+        finally:
+            connection.close()
+
+    def second_run():
+        try:
+            first_claimed.wait(20)
+            claims["second"] = pipeline.claim_recipients(message.pk, DOMAIN)[1]
+        finally:
+            connection.close()
+
+    runs = [threading.Thread(target=first_run), threading.Thread(target=second_run)]
+    for run in runs:
+        run.start()
+    assert wait_until(lambda: waiting_for_locks() > 0), "the second run never waited"
+    release.set()
+    for run in runs:
+        run.join(20)
+
+    assert [r.address for r in claims["first"]] == [f"carol@{DOMAIN}"]
+    assert claims["second"] == []
+
+
+def waiting_for_locks():
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid) "
+            "WHERE NOT l.granted AND a.datname = current_database()"
+        )
+        return cursor.fetchone()[0]
+
+
+def wait_until(predicate, timeout=20):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
