@@ -35,6 +35,12 @@ TEMPORARY_FAILURE = "451 4.3.0 Temporary failure, please try again later"
 # second message is smuggled past a server that reads the end of data
 # differently from the next hop. Refused whole, never normalised.
 _BARE_LINE_ENDING = re.compile(rb"\r(?!\n)|(?<!\r)\n")
+# RFC 5321 section 4.5.3.1.6: 998 octets and CRLF. The library allows one
+# more octet for a transparency dot on every line; this is checked after the
+# dots are removed. Longer lines would be cut or refused further on, and a
+# cut line breaks the DKIM signature.
+_OVERLONG_LINE = re.compile(rb"[^\r\n]{999}")
+LINE_TOO_LONG = "500 5.5.2 Message line longer than 1000 octets (RFC 5321 4.5.3.1.6)"
 
 
 @dataclass(frozen=True)
@@ -316,6 +322,8 @@ class SubmissionHandler:
                 "550 5.6.0 Message contains a bare CR or LF; lines must end "
                 "with CRLF (RFC 5321 2.3.8)"
             )
+        if _OVERLONG_LINE.search(raw):
+            return LINE_TOO_LONG
         if len(raw) > identity.max_message_size:
             return (
                 "552 5.3.4 Message size exceeds the limit of "

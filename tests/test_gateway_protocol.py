@@ -1,7 +1,9 @@
 """The submission protocol as a mail engineer checks it: raw command lines in,
 exact replies out, against the real gateway process."""
 
+import re
 import smtplib
+from pathlib import Path
 
 import pytest
 
@@ -288,3 +290,62 @@ def test_smtplib_refuses_login_over_plain_text(gateway):
         assert "auth" in client.esmtp_features
     finally:
         client.close()
+
+
+DATA_DIR = Path(__file__).parent / "data"
+
+
+def corpus_message(name, sender):
+    """A real message from tests/data, with CRLF line ends and its From moved
+    to the sender's verified domain (the policy would refuse it otherwise)."""
+    raw = (DATA_DIR / name).read_bytes().replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+    return re.sub(rb"(?m)^From: [^\r\n]*", f"From: <{sender.address}>".encode(), raw,
+                  count=1)
+
+
+def test_a_real_8bit_multipart_message_is_stored_byte_for_byte(gateway, sender):
+    original = corpus_message("flanker-8bitmime.eml", sender)
+    client = smtp_session(gateway, login=(sender.username, sender.secret))
+    try:
+        client.sendmail(sender.address, ["xxx@customer.example.net"], original,
+                        mail_options=["BODY=8BITMIME"])
+    finally:
+        client.quit()
+    assert bytes(Message.objects.get().raw) == original
+
+
+def test_line_length_limit_on_a_real_message(gateway, sender):
+    """RFC 5321 4.5.3.1.6: a text line is at most 1000 octets with its CRLF.
+    This message's HTML lines have 999 octets and CRLF, and it is refused;
+    cut to 998 octets, the same message is accepted byte for byte."""
+    over = corpus_message("flanker-long-links.eml", sender)
+    at_limit = re.sub(rb"(?m)^([^\r\n]{998})[^\r\n]\r\n", rb"\1\r\n", over)
+    assert max(len(line) for line in over.split(b"\r\n")) == 999
+    assert max(len(line) for line in at_limit.split(b"\r\n")) == 998
+    client = smtp_session(gateway, login=(sender.username, sender.secret))
+    try:
+        with pytest.raises(smtplib.SMTPDataError) as refused:
+            client.sendmail(sender.address, ["a@customer.example.net"], over)
+        assert (refused.value.smtp_code, refused.value.smtp_error) == (
+            500, b"5.5.2 Message line longer than 1000 octets (RFC 5321 4.5.3.1.6)"
+        )
+        client.sendmail(sender.address, ["a@customer.example.net"], at_limit)
+    finally:
+        client.quit()
+    assert bytes(Message.objects.get().raw) == at_limit
+
+
+def test_a_dot_stuffed_line_may_use_the_extra_octet(gateway, sender):
+    """A line of 998 octets that starts with a dot travels as 999 (RFC 5321
+    4.5.2) and is within the limit once the dot is taken off."""
+    line = "." + "x" * 997
+    client = authenticated(gateway, sender)
+    try:
+        client.command(f"MAIL FROM:<{sender.address}>")
+        client.command("RCPT TO:<a@customer.example.net>")
+        client.command("DATA")
+        client.send(f"From: <{sender.address}>\r\n\r\n.{line}\r\n.\r\n")
+        assert client.reply().startswith("250 2.0.0")
+    finally:
+        client.close()
+    assert bytes(Message.objects.get().raw).endswith(f"\r\n{line}\r\n".encode())
