@@ -235,3 +235,18 @@ def test_intake_goes_on_when_the_counters_are_unreachable(own_gateway, sender):
         client.close()
     assert Message.objects.count() == 2
     assert "event=counters_unavailable" in started.process.output()
+
+
+def test_security_events_are_listed_for_staff_and_read_only(admin_client, client,
+                                                             django_user_model):
+    SecurityEvent.objects.create(kind=SecurityEvent.AUTH_BLOCKED,
+                                 client_address="192.0.2.9", username="pst_guessed",
+                                 detail="ip blocked for 900 seconds")
+    page = admin_client.get("/admin/smtp_gateway/securityevent/")
+    assert page.status_code == 200
+    assert b"192.0.2.9" in page.content and b"pst_guessed" in page.content
+    assert admin_client.get("/admin/smtp_gateway/securityevent/add/").status_code == 403
+
+    django_user_model.objects.create_user("tenant-admin", password="pw-tenant-1")
+    client.login(username="tenant-admin", password="pw-tenant-1")
+    assert client.get("/admin/smtp_gateway/securityevent/").status_code == 302
