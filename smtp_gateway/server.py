@@ -11,6 +11,7 @@ import logging
 import signal
 
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 
 from smtp_gateway.auth_guard import GuardPolicy
 from smtp_gateway.counters import make_counters
@@ -68,6 +69,16 @@ async def start_listeners(handler, context, sessions):
     listeners.append(await loop.create_server(factory, host, port))
     log.info("event=listening host=%s port=%d mode=starttls", host, port)
     if settings.GATEWAY_SUBMISSIONS:
+        if settings.GATEWAY_PROXY_PROTOCOL:
+            # A load balancer sends the PROXY header before the TLS handshake,
+            # and this listener starts TLS before reading anything. Known
+            # limit: put the implicit-TLS port behind PROXY only once the
+            # handshake is started by the session itself.
+            raise ImproperlyConfigured(
+                "POSTERN_PROXY_PROTOCOL cannot be used with "
+                "POSTERN_SUBMISSIONS_LISTEN yet; terminate port 465 at the "
+                "balancer or leave it empty"
+            )
         host, port = settings.GATEWAY_SUBMISSIONS
         factory = session_factory(handler, context, sessions, implicit_tls=True)
         listeners.append(

@@ -10,6 +10,8 @@ import smtplib
 import socket
 import ssl
 import struct
+import subprocess
+import sys
 import time
 
 import pytest
@@ -18,6 +20,7 @@ from relay.models import Message
 from smtp_gateway.management.commands.make_dev_certificate import write_self_signed
 from tests.support.clients import insecure_client_context, swaks
 from tests.support.gateway import own_gateway  # noqa: F401 (a fixture)
+from tests.support.processes import ROOT, free_port
 from tests.support.raw_smtp import RawSMTP, authenticated
 from tests.support.senders import make_sender
 from tests.support.tcp_relay import TCPRelay
@@ -229,7 +232,7 @@ def proxy_v2_header(source, destination, source_port, destination_port):
 
 @pytest.mark.parametrize("version", [1, 2])
 def test_proxy_protocol_gives_the_client_address(own_gateway, sender, version):
-    started = own_gateway(POSTERN_PROXY_PROTOCOL="true")
+    started = own_gateway(POSTERN_PROXY_PROTOCOL="true", POSTERN_SUBMISSIONS_LISTEN="")
     client = RawSMTP(started.submission_host, started.submission_port, greeting=False)
     try:
         if version == 1:
@@ -257,6 +260,20 @@ def test_proxy_protocol_gives_the_client_address(own_gateway, sender, version):
         assert b"250" not in without.buffer
     finally:
         without.close()
+
+
+def test_proxy_protocol_with_implicit_tls_is_refused_at_start(gateway, run_dir):
+    """The PROXY header comes before TLS, which the implicit-TLS listener
+    cannot read yet: the gateway says so and does not start."""
+    env = dict(gateway.env, POSTERN_PROXY_PROTOCOL="true",
+               POSTERN_SUBMISSION_LISTEN=f"127.0.0.1:{free_port()}",
+               POSTERN_SUBMISSIONS_LISTEN=f"127.0.0.1:{free_port()}")
+    done = subprocess.run([sys.executable, "manage.py", "run_gateway"], env=env,
+                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0
+    assert "POSTERN_PROXY_PROTOCOL cannot be used with POSTERN_SUBMISSIONS_LISTEN" in (
+        done.stderr
+    )
 
 
 def test_database_gone_at_data_gives_451_and_stores_nothing(own_gateway, sender):

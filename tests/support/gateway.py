@@ -68,17 +68,22 @@ def forget_counters(redis_url):
 
 
 def start_test_gateway(env, log_dir, name="gateway-tests"):
+    """Both listeners on free ports, unless env sets POSTERN_SUBMISSIONS_LISTEN
+    to "" to leave the implicit-TLS one off."""
     host = "127.0.0.1"
-    submission_port, submissions_port = free_port(), free_port()
+    submission_port = free_port()
+    implicit = env.get("POSTERN_SUBMISSIONS_LISTEN") != ""
+    submissions_port = free_port() if implicit else None
     env = dict(
         env,
         POSTERN_SUBMISSION_LISTEN=f"{host}:{submission_port}",
-        POSTERN_SUBMISSIONS_LISTEN=f"{host}:{submissions_port}",
+        POSTERN_SUBMISSIONS_LISTEN=f"{host}:{submissions_port}" if implicit else "",
     )
     process = Process(name, [sys.executable, "manage.py", "run_gateway"], env,
                       log_dir)
     wait_for_port(host, submission_port, process=process.popen)
-    wait_for_port(host, submissions_port, process=process.popen)
+    if implicit:
+        wait_for_port(host, submissions_port, process=process.popen)
     return Gateway(env, host, submission_port, submissions_port, process)
 
 
