@@ -118,11 +118,23 @@ class DNSServer:
 
     def __init__(self, host="127.0.0.1", port=0):
         self.zone = Zone()
-        self.udp = _UDPServer((host, port), _UDPHandler)
-        self.port = self.udp.server_address[1]
-        self.tcp = _TCPServer((host, self.port), _TCPHandler)
-        self.udp.zone = self.tcp.zone = self.zone
         self.host = host
+        self.udp, self.tcp = self._bind_pair(host, port)
+        self.port = self.udp.server_address[1]
+        self.udp.zone = self.tcp.zone = self.zone
+
+    @staticmethod
+    def _bind_pair(host, port, tries=20):
+        # A free UDP port may be taken for TCP by another process; pick again.
+        for _ in range(tries):
+            udp = _UDPServer((host, port), _UDPHandler)
+            try:
+                return udp, _TCPServer((host, udp.server_address[1]), _TCPHandler)
+            except OSError:
+                udp.server_close()
+                if port:
+                    raise
+        raise OSError(f"no port free for both UDP and TCP on {host}")
 
     @property
     def address(self):
