@@ -21,7 +21,6 @@ from tests.support.sink import Sink
 from tests.support.submission import Session, SteadyLoad
 
 RECIPIENT_DOMAIN = "customer.example.net"
-STUCK_AFTER = 30
 
 
 def relay_env(postgres, redis, dns, sink_port, run_dir, **overrides):
@@ -52,6 +51,9 @@ def relay_env(postgres, redis, dns, sink_port, run_dir, **overrides):
         POSTERN_DELIVERY_FIRST_RETRY="1",
         POSTERN_DELIVERY_MAX_BACKOFF="3",
         POSTERN_DELIVERY_TIMEOUT="10",
+        POSTERN_DELIVERY_DATA_TIMEOUT="10",
+        # Longer than a live run holds a claim with the timeouts above.
+        POSTERN_DELIVERY_CLAIM_LEASE="25",
         POSTERN_VAR_DIR=str(run_dir),
         POSTERN_LOG_LEVEL="INFO",
     )
@@ -189,67 +191,62 @@ class FaultStack:
         return "\n".join(parts)
 
 
-# Bugs these tests found in code they do not own. A test that meets one of
-# them, and nothing else, is marked xfail with the reason; a test meeting
-# anything else fails.
-CLAIM_RACE = (
-    "two delivery runs claimed the same recipient and both sent it: the claim "
-    "in relay/pipeline.py claim_recipients filters through a join, so Django "
-    "puts the state check in a subquery that PostgreSQL does not re-check "
-    "after waiting on the row lock"
-)
-CLAIM_LEASE = (
-    "a recipient left in SENDING by a killed worker waits for the fixed "
-    "15-minute CLAIM_LEASE in relay/sweeper.py, longer than a test can wait"
-)
-
-
-def known_bug(stack, missing, doubled):
-    """The reason, when every loss and duplicate is explained by a known bug;
-    None when there is nothing wrong or something unexplained."""
-    if not missing and not doubled:
-        return None
-    states = stack.recipient_states(missing)
-    leased = all(states.get(seq) == ["sending"] for seq in missing)
-    raced = all(
-        stack.accepted_attempts(seq) >= copies for seq, copies in doubled.items()
-    )
-    if not (leased and raced):
-        return None
-    found = ((CLAIM_LEASE, missing), (CLAIM_RACE, doubled))
-    return "; ".join(reason for reason, seen in found if seen)
+# Recipient states after which the relay will not try again.
+GIVEN_UP = {"delivered", "bounced", "suppressed", "held", "unconfirmed"}
 
 
 def arrivals_of(stack, accepted, deadline):
-    """Wait for every accepted seq; return (missing, doubled).
-
-    Stops early when what is missing has not changed for STUCK_AFTER seconds
-    and every missing recipient is held in SENDING by a dead run: those wait
-    for the claim lease, which no test outlasts.
-    """
+    """Wait for every accepted seq; return (missing, doubled). Stops early
+    once every missing recipient is in a state the relay will not retry."""
     end = time.monotonic() + deadline
-    missing, since = set(accepted), time.monotonic()
-    while time.monotonic() < end:
-        still = stack.sink.wait_for(missing, min(5, end - time.monotonic()))
-        if still != missing:
-            missing, since = still, time.monotonic()
-        if not missing:
-            break
-        if time.monotonic() - since > STUCK_AFTER and all(
-            states == ["sending"] for states in stack.recipient_states(missing).values()
-        ):
+    missing = set(accepted)
+    while missing and time.monotonic() < end:
+        missing = stack.sink.wait_for(missing, min(5, end - time.monotonic()))
+        states = stack.recipient_states(missing)
+        if all(set(states.get(seq, [])) <= GIVEN_UP for seq in missing):
             break
     arrivals = stack.sink.snapshot()
     doubled = {seq: arrivals[seq] for seq in accepted if arrivals[seq] > 1}
     return missing, doubled
 
 
+# A bug these tests found in code they do not own. A test whose only losses
+# it explains is marked xfail with this reason; any other loss fails.
+SLOT_LEASE = (
+    "a worker killed during delivery keeps its destination connection slot "
+    "for the fixed 10-minute SLOT_LEASE in relay/destinations.py; after a few "
+    "kills every slot of the domain is held by dead runs and delivery to it "
+    "stops for 10 minutes ('destination busy: connection limit reached')"
+)
+
+
+def postponed_for_busy_destination(stack, seqs):
+    """True when every seq's latest event is a postponement because the
+    destination's connection slots are all taken."""
+    rows = stack.query(
+        "SELECT m.subject, (SELECT e.kind || ' ' || e.detail FROM "
+        "relay_messageevent e WHERE e.message_id = m.id ORDER BY e.id DESC "
+        "LIMIT 1) FROM relay_message m WHERE m.subject = ANY(%s)",
+        [f"load {seq}" for seq in seqs],
+    )
+    return len(rows) == len(seqs) and all(
+        (latest or "").startswith("postponed destination busy") for _, latest in rows
+    )
+
+
 def assert_nothing_lost_or_doubled(stack, missing, doubled):
-    reason = known_bug(stack, missing, doubled)
-    if reason:
-        pytest.xfail(reason)
-    some = sorted(missing)[:10]
-    assert not missing, f"lost {len(missing)}, e.g. {stack.recipient_states(some)}"
+    """Every accepted message arrived exactly once, except those the relay
+    shows as unconfirmed: a run killed after it marked the data as sent
+    (relay/pipeline.py mark_data_sent) is not sent again, by design, so that
+    nothing goes out twice; those are counted and printed."""
+    states = stack.recipient_states(missing)
+    unconfirmed = {seq for seq in missing if states.get(seq) == ["unconfirmed"]}
+    print(f"unconfirmed_not_delivered={len(unconfirmed)}")
+    lost = missing - unconfirmed
+    if lost and not doubled and postponed_for_busy_destination(stack, lost):
+        pytest.xfail(SLOT_LEASE)
+    some = sorted(lost)[:10]
+    assert not lost, f"lost {len(lost)}, e.g. {stack.recipient_states(some)}"
     assert not doubled, f"delivered twice or more: {doubled}"
 
 
