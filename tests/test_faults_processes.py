@@ -6,7 +6,6 @@ fault_stack.py), so killing things here touches nothing else.
 """
 
 import asyncio
-import time
 
 import pytest
 
@@ -15,6 +14,7 @@ from tests.support.fault_stack import (
     assert_nothing_lost_or_doubled,
     fault_stack,
 )
+from tests.support.services import wait_until
 from tests.support.submission import (
     ACCEPTED,
     BROKEN_AFTER_DOT,
@@ -134,8 +134,8 @@ def test_worker_killed_after_remote_250_is_counted(stack):
 
     # Once the claim lease has run out the relay decides; then a retry, if
     # it makes one, comes within a sweep or two.
-    assert wait_until(lambda: stack.recipient_states([seq])[seq] != ["sending"],
-                      ARRIVAL_DEADLINE)
+    wait_until(lambda: stack.recipient_states([seq])[seq] != ["sending"],
+               ARRIVAL_DEADLINE, "the recipient is still claimed by the dead run")
     copies = stack.sink.wait_for_count(seq, 2, timeout=5)
     state = stack.recipient_states([seq]).get(seq)
     print(f"after-250 kill: copies_at_sink={copies} duplicates={copies - 1} "
@@ -143,15 +143,6 @@ def test_worker_killed_after_remote_250_is_counted(stack):
     assert copies >= 1
     # Whatever the relay decided, the sender can see it.
     assert state in (["delivered"], ["unconfirmed"])
-
-
-def wait_until(predicate, timeout):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.2)
-    return False
 
 
 async def send_one(stack, seq, domain):
