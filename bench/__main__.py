@@ -39,6 +39,9 @@ class Scenario:
     workers: int = 1
     share: float = 1.0  # of --messages; big messages get fewer
     sessions: int = 20
+    # Settings for the gateway and workers, e.g. a pipeline stage turned off:
+    # (("POSTERN_SOME_STAGE", "off"),). Scenarios grow with the pipeline.
+    env: tuple = ()
 
 
 SCENARIOS = [
@@ -251,13 +254,13 @@ def main(argv):
     system = Postern(run_dir, sink_port)
     try:
         for scenario in scenarios:
-            system.use_workers(scenario.workers)
+            system.configure(scenario.workers, dict(scenario.env))
             print(f"running {system.name}: {scenario.name}", flush=True)
             rows.append(run_scenario(system, scenario, args.messages, sink_port,
                                      run_dir, args.time_limit))
             print(json.dumps(rows[-1]), flush=True)
         if not wanted or "idle" in wanted:
-            system.use_workers(1)
+            system.configure(1, {})
             print(f"running {system.name}: idle sessions", flush=True)
             idle = run_idle(system)
             print(json.dumps(idle), flush=True)

@@ -85,18 +85,27 @@ class Postern:
             algorithm: seed_sender(self.env, domain, algorithm)
             for algorithm, domain in SENDER_DOMAINS.items()
         }
-        self.gateway = start_gateway(self.env, self.logs)
-        self.worker = None
-        self.workers = 0
+        self.gateway = self.worker = None
+        self.workers, self.overrides = 0, None
+        self.starts = 0
 
-    def use_workers(self, count):
-        if self.workers == count:
-            return
-        if self.worker is not None:
-            self.worker.stop()
-        self.worker = start_worker(self.env, self.logs, name=f"worker{count}",
-                                   concurrency=count)
-        self.workers = count
+    def configure(self, workers, overrides):
+        """Run `workers` worker processes, and the gateway and workers with
+        these settings on top; restarts only what has to change."""
+        if overrides != self.overrides:
+            for process in (self.worker, self.gateway):
+                if process is not None:
+                    process.stop()
+            self.gateway = self.worker = None
+            self.gateway = start_gateway({**self.env, **overrides}, self.logs)
+            self.overrides = overrides
+        if self.worker is None or workers != self.workers:
+            if self.worker is not None:
+                self.worker.stop()
+            self.starts += 1
+            self.worker = start_worker({**self.env, **overrides}, self.logs,
+                                       name=f"worker{self.starts}", concurrency=workers)
+            self.workers = workers
 
     def target(self, dkim="rsa"):
         host, port = self.env["POSTERN_SUBMISSION_LISTEN"].rsplit(":", 1)
