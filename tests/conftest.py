@@ -167,3 +167,27 @@ def pytest_collection_modifyitems(config, items):
     the main thread for as long as the browser lives, and later tests that
     run asyncio code of their own would find it in their way."""
     items.sort(key=lambda item: "browser" in getattr(item, "fixturenames", ()))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def flush_survives_deadlocks():
+    """pytest-django empties the database after each transactional test with
+    one TRUNCATE of every table. The gateway and worker processes keep
+    working meanwhile, and PostgreSQL may end the TRUNCATE as the loser of a
+    deadlock with one of their transactions; trying again then succeeds."""
+    from django.core.management.commands import flush
+    from django.db import OperationalError
+
+    original = flush.Command.handle
+
+    def handle(self, *args, **options):
+        for attempt in range(5):
+            try:
+                return original(self, *args, **options)
+            except Exception as exc:  # flush wraps the error in CommandError
+                if attempt == 4 or not isinstance(exc.__cause__, OperationalError):
+                    raise
+
+    flush.Command.handle = handle
+    yield
+    flush.Command.handle = original

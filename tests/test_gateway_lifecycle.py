@@ -16,10 +16,9 @@ import time
 
 import pytest
 
-from relay.models import Message
 from smtp_gateway.management.commands.make_dev_certificate import write_self_signed
 from tests.support.clients import insecure_client_context, swaks
-from tests.support.gateway import own_gateway  # noqa: F401 (a fixture)
+from tests.support.gateway import own_gateway, submissions  # noqa: F401 (a fixture)
 from tests.support.processes import ROOT, free_port
 from tests.support.raw_smtp import RawSMTP, authenticated
 from tests.support.senders import make_sender
@@ -84,7 +83,7 @@ def test_implicit_tls_offers_auth_at_once_and_accepts_mail(gateway, sender):
                    to="b@customer.example.net", auth=(sender.username, sender.secret),
                    tls=False)
     assert result.returncode == 0, result.output
-    assert Message.objects.count() == 2
+    assert submissions().count() == 2
 
 
 def test_implicit_tls_without_auth_relays_nothing(gateway):
@@ -196,7 +195,7 @@ def test_sigterm_finishes_the_transaction_in_flight(own_gateway, sender):
     finally:
         busy.close()
         idle.close()
-    assert Message.objects.get().subject == "in flight"
+    assert submissions().get().subject == "in flight"
 
 
 def test_idle_timeout_closes_with_421(own_gateway):
@@ -251,7 +250,7 @@ def test_proxy_protocol_gives_the_client_address(own_gateway, sender, version):
         assert client.reply().startswith("250 2.0.0")
     finally:
         client.close()
-    assert Message.objects.get().client_address == "192.0.2.44"
+    assert submissions().get().client_address == "192.0.2.44"
 
     without = RawSMTP(started.submission_host, started.submission_port, greeting=False)
     try:
@@ -292,7 +291,7 @@ def test_database_gone_at_data_gives_451_and_stores_nothing(own_gateway, sender)
         client.send(BODY.format(sender=sender.address) + ".\r\n")
         assert client.reply() == "451 4.3.0 Temporary failure, please try again later"
         assert client.command("NOOP") == "250 2.0.0 OK"
-        assert Message.objects.count() == 0
+        assert submissions().count() == 0
 
         relay.restore()
         client.command(f"MAIL FROM:<{sender.address}>")
@@ -303,5 +302,5 @@ def test_database_gone_at_data_gives_451_and_stores_nothing(own_gateway, sender)
     finally:
         client.close()
         relay.cut()
-    assert Message.objects.count() == 1
-    assert Message.objects.get().recipients.count() == 1
+    assert submissions().count() == 1
+    assert submissions().get().recipients.count() == 1

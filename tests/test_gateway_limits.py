@@ -5,12 +5,11 @@ import uuid
 
 import pytest
 
-from relay.models import Message
 from smtp_gateway import auth_guard, rate_limits
 from smtp_gateway.counters import LocalCounters, RedisCounters
 from smtp_gateway.models import SecurityEvent
 from tenants.models import Credential
-from tests.support.gateway import own_gateway  # noqa: F401 (a fixture)
+from tests.support.gateway import own_gateway, submissions  # noqa: F401 (a fixture)
 from tests.support.raw_smtp import authenticated, tls_session
 from tests.support.senders import make_sender
 
@@ -63,7 +62,7 @@ def test_recipients_per_message(gateway, sender):
         assert client.reply().startswith("250 2.0.0")
     finally:
         client.close()
-    assert Message.objects.get().recipients.count() == 2
+    assert submissions().get().recipients.count() == 2
 
 
 def test_message_size_declared_and_actual(gateway, sender):
@@ -80,7 +79,7 @@ def test_message_size_declared_and_actual(gateway, sender):
         assert send(client, sender, size=100).startswith("250 2.0.0")
     finally:
         client.close()
-    assert Message.objects.count() == 1
+    assert submissions().count() == 1
 
 
 def test_messages_per_day_and_bytes_per_day(gateway, sender):
@@ -97,7 +96,7 @@ def test_messages_per_day_and_bytes_per_day(gateway, sender):
         assert refused.endswith(" seconds")
     finally:
         client.close()
-    assert Message.objects.count() == 2
+    assert submissions().count() == 2
 
     other = make_sender_with_limits(sender, bytes_per_day=600)
     client = authenticated(gateway, other)
@@ -233,7 +232,7 @@ def test_intake_goes_on_when_the_counters_are_unreachable(own_gateway, sender):
         assert send(client, sender).startswith("250 2.0.0")
     finally:
         client.close()
-    assert Message.objects.count() == 2
+    assert submissions().count() == 2
     assert "event=counters_unavailable" in started.process.output()
 
 

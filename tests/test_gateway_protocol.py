@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from relay.models import Message, Recipient
+from relay.models import Recipient
 from tests.support.clients import insecure_client_context, smtp_session, swaks
 from tests.support.raw_smtp import RawSMTP, authenticated
 from tests.support.senders import make_sender
+from tests.support.gateway import submissions
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -85,7 +86,7 @@ def test_no_relaying_without_auth(gateway, sender):
                           to="victim@elsewhere.example.org")
     assert relay_attempt.returncode != 0
     assert "530 5.7.0" in relay_attempt.output
-    assert Message.objects.count() == 0
+    assert submissions().count() == 0
 
 
 def test_commands_one_by_one(gateway, sender):
@@ -183,7 +184,7 @@ def test_pipelined_transaction_with_dsn_parameters_is_stored(gateway, sender):
     finally:
         client.close()
 
-    message = Message.objects.get()
+    message = submissions().get()
     assert message.envelope_params == {
         "RET": "HDRS", "ENVID": "Order+2B7", "BODY": "8BITMIME", "SIZE": 300,
     }
@@ -246,7 +247,7 @@ def test_data_line_over_1000_octets_is_refused(gateway, sender):
         assert client.command("NOOP") == "250 2.0.0 OK"
     finally:
         client.close()
-    assert Message.objects.count() == 0
+    assert submissions().count() == 0
 
 
 def test_smtplib_sends_8bit_and_utf8(gateway, sender):
@@ -264,7 +265,7 @@ def test_smtplib_sends_8bit_and_utf8(gateway, sender):
         assert refused == {}
     finally:
         client.quit()
-    message = Message.objects.get()
+    message = submissions().get()
     assert bytes(message.raw).endswith("Danke schön.\r\n".encode())
     assert message.envelope_params["SMTPUTF8"] is True
     assert message.recipients.get().address == "jürgen@customer.example.net"
@@ -276,7 +277,7 @@ def test_swaks_over_starttls_with_auth_login(gateway, sender):
     # swaks takes the last --auth given, so LOGIN replaces PLAIN here.
     assert result.returncode == 0, result.output
     assert "AUTH LOGIN" in result.output
-    assert Message.objects.count() == 1
+    assert submissions().count() == 1
 
 
 def test_smtplib_refuses_login_over_plain_text(gateway):
@@ -311,7 +312,7 @@ def test_a_real_8bit_multipart_message_is_stored_byte_for_byte(gateway, sender):
                         mail_options=["BODY=8BITMIME"])
     finally:
         client.quit()
-    assert bytes(Message.objects.get().raw) == original
+    assert bytes(submissions().get().raw) == original
 
 
 def test_line_length_limit_on_a_real_message(gateway, sender):
@@ -332,7 +333,7 @@ def test_line_length_limit_on_a_real_message(gateway, sender):
         client.sendmail(sender.address, ["a@customer.example.net"], at_limit)
     finally:
         client.quit()
-    assert bytes(Message.objects.get().raw) == at_limit
+    assert bytes(submissions().get().raw) == at_limit
 
 
 def test_a_dot_stuffed_line_may_use_the_extra_octet(gateway, sender):
@@ -348,4 +349,4 @@ def test_a_dot_stuffed_line_may_use_the_extra_octet(gateway, sender):
         assert client.reply().startswith("250 2.0.0")
     finally:
         client.close()
-    assert bytes(Message.objects.get().raw).endswith(f"\r\n{line}\r\n".encode())
+    assert bytes(submissions().get().raw).endswith(f"\r\n{line}\r\n".encode())

@@ -7,10 +7,10 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from relay.models import Message
 from tests.support.clients import insecure_client_context
 from tests.support.raw_smtp import RawSMTP, authenticated
 from tests.support.senders import make_sender
+from tests.support.gateway import submissions
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -78,12 +78,12 @@ def test_fake_end_of_data_never_splits_a_message(gateway, sender, ending):
         # No bare CR or LF: one ordinary message, NUL and all, holding the
         # smuggled commands as text.
         assert first.startswith("250 2.0.0 Ok: queued as")
-        assert Message.objects.count() == 1
-        assert b"Subject: smuggled" in bytes(Message.objects.get().raw)
+        assert submissions().count() == 1
+        assert b"Subject: smuggled" in bytes(submissions().get().raw)
     else:
         assert first == BARE_ENDING_REFUSAL
-        assert Message.objects.count() == 0
-    assert not Message.objects.filter(recipients__address__startswith="victim").exists()
+        assert submissions().count() == 0
+    assert not submissions().filter(recipients__address__startswith="victim").exists()
 
 
 def test_a_real_end_of_data_ends_the_message(gateway, sender):
@@ -97,7 +97,7 @@ def test_a_real_end_of_data_ends_the_message(gateway, sender):
         assert [client.reply() for _ in range(4)][0] == "250 2.1.0 Sender OK"
     finally:
         client.close()
-    assert Message.objects.count() == 2
+    assert submissions().count() == 2
 
 
 @pytest.mark.parametrize("body", [
@@ -113,7 +113,7 @@ def test_bare_line_endings_anywhere_are_refused(gateway, sender, body):
         assert client.reply() == BARE_ENDING_REFUSAL
     finally:
         client.close()
-    assert Message.objects.count() == 0
+    assert submissions().count() == 0
 
 
 def test_commands_buffered_before_starttls_are_discarded(gateway, sender):
@@ -151,7 +151,7 @@ def test_random_data_never_makes_two_messages(gateway, sender, payload):
     # A payload holding a real CRLF.CRLF ends the message there, as the client
     # asked; that is pipelining, not smuggling.
     assume(data.find(b"\r\n.\r\n") == len(data) - 5)
-    before = Message.objects.count()
+    before = submissions().count()
     tracebacks = gateway.process.output().count("Traceback")
     client = authenticated(gateway, sender)
     try:
@@ -161,5 +161,5 @@ def test_random_data_never_makes_two_messages(gateway, sender, payload):
         assert client.command("NOOP") == "250 2.0.0 OK"
     finally:
         client.close()
-    assert Message.objects.count() - before <= 1
+    assert submissions().count() - before <= 1
     assert gateway.process.output().count("Traceback") == tracebacks

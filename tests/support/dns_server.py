@@ -5,7 +5,6 @@ It answers every name it holds, NXDOMAIN for any other name, and never
 recurses. A name in `silent` gets no answer at all, to test time-outs.
 """
 
-import socket
 import socketserver
 import struct
 import threading
