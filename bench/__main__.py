@@ -13,6 +13,7 @@ import json
 import os
 import platform
 import resource
+import shutil
 import statistics
 import sys
 import tempfile
@@ -232,6 +233,8 @@ def parse_args(argv):
     parser.add_argument("--time-limit", type=int, default=300,
                         help="seconds a scenario may take (default 300)")
     parser.add_argument("--list", action="store_true", help="list the scenarios")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the run directory (process logs) afterwards")
     return parser.parse_args(argv)
 
 
@@ -267,12 +270,17 @@ def main(argv):
     finally:
         system.stop()
 
-    if args.reference:
-        if not postfix.installed():
+    try:
+        if args.reference and not postfix.installed():
             print("reference skipped: Postfix is not installed "
                   "(apt-get install postfix opendkim)", file=sys.stderr)
-        else:
+        elif args.reference:
             rows += run_reference(run_dir, sink_port, args)
+    finally:
+        if args.keep:
+            print(f"run directory kept: {run_dir}", flush=True)
+        else:
+            shutil.rmtree(run_dir, ignore_errors=True)
 
     meta = {
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
