@@ -112,6 +112,9 @@ def stack(django_db_setup, django_db_blocker, dns_server, delivery_port, gateway
         POSTERN_DELIVERY_FIRST_RETRY="2",
         POSTERN_DELIVERY_TIMEOUT="10",
         POSTERN_VAR_DIR=str(run_dir),
+        # A queue of the stack's own, so that its worker (alive for the whole
+        # session) never takes up mail from gateways that other tests start.
+        POSTERN_QUEUE="postern-stack",
         # Many tests log in wrongly from 127.0.0.1 on purpose; the AUTH guard
         # must not block them. It is tested on a gateway of its own.
         POSTERN_AUTH_SLOW_AFTER="100000",
