@@ -180,7 +180,7 @@ class Record:
     outcome: str
     code: int | None
     text: str
-    submitted_at: float  # time.monotonic() when DATA was sent
+    submitted_at: float  # time.monotonic() when the transaction began
     answered_at: float
 
 
@@ -247,9 +247,10 @@ class SteadyLoad:
     async def _session_loop(self):
         session = None
         while not self._stop.is_set():
-            seq = f"{self.prefix}-{next(self._numbers)}"
-            if int(seq.rsplit("-", 1)[1]) > self.limit:
+            number = next(self._numbers)
+            if number > self.limit:
                 break
+            seq = f"{self.prefix}-{number}"
             if session is None or not session.is_open:
                 session = await self._open()
                 if session is None:
