@@ -17,8 +17,11 @@ from django.utils import timezone
 
 from relay.models import DestinationPolicy, DestinationRate, DestinationSlot
 
-# A slot held longer than this belongs to a run that died.
-SLOT_LEASE = timedelta(minutes=10)
+def slot_lease():
+    """A slot held longer than this belongs to a run that died. A session that
+    really lasts longer lets one more connection open: an overshoot of the
+    limit, never a lost message."""
+    return timedelta(seconds=settings.DESTINATION_SLOT_LEASE)
 
 
 def limits_for(domain):
@@ -45,7 +48,7 @@ def take_slot(domain):
         taken = (
             DestinationSlot.objects.filter(domain=domain, slot=slot)
             .filter(Q(token__isnull=True) | Q(held_until__lt=now))
-            .update(token=token, held_until=now + SLOT_LEASE)
+            .update(token=token, held_until=now + slot_lease())
         )
         if taken:
             return token

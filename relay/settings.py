@@ -223,6 +223,9 @@ DELIVERY_DATA_TIMEOUT = env_int("POSTERN_DELIVERY_DATA_TIMEOUT", 600)
 # died. It must outlast the longest a live run holds one batch: connecting and
 # a few commands (DELIVERY_TIMEOUT each) plus the end-of-data wait.
 DELIVERY_CLAIM_LEASE = env_int("POSTERN_DELIVERY_CLAIM_LEASE", 900)
+# A destination connection slot held longer than this belongs to a run that
+# died; it is then free again.
+DESTINATION_SLOT_LEASE = env_int("POSTERN_DESTINATION_SLOT_LEASE", 600)
 # CA bundle for verifying MX certificates where TLS is required (empty: the
 # system's store).
 DELIVERY_CA_FILE = env_str("POSTERN_DELIVERY_CA_FILE", "")
