@@ -169,3 +169,28 @@ def test_unapproved_tenant_cannot_authenticate(stack, zone, mx, status):
     assert "535 5.7.8" in result.output
     assert Message.objects.count() == 0
     assert mx.received == []
+
+
+def test_delivery_uses_starttls_when_the_mx_offers_it(stack, zone, gateway_tls,
+                                                      delivery_port):
+    import ssl
+
+    from tests.support.mx import MXServer
+
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(*gateway_tls)
+    mx = MXServer("127.0.0.2", delivery_port, tls_context=context).start()
+    try:
+        sender = make_sender(zone)
+        rcpt_domain = make_recipient_domain(zone, mx_address="127.0.0.2")
+        sent = swaks(stack, sender=sender.address, to=f"carol@{rcpt_domain}",
+                     auth=(sender.username, sender.secret))
+        assert sent.returncode == 0, sent.output
+        received = mx.wait_for(1)
+        assert len(received) == 1 and received[0].tls
+        assert wait_until(lambda: Message.objects.get().state == Message.DONE)
+        attempt = Message.objects.get().recipients.get().attempts_made.get()
+        assert attempt.tls_version.startswith("TLSv1.")
+        assert attempt.remote_address == "127.0.0.2"
+    finally:
+        mx.stop()
