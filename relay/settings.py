@@ -237,7 +237,7 @@ MTA_STS_CA_FILE = env_str("POSTERN_MTA_STS_CA_FILE", "")
 # asynchronous bounces can be tied to the message.
 RETURN_PATH_DOMAIN = env_str("POSTERN_RETURN_PATH_DOMAIN", "").lower()
 # The listener that takes asynchronous bounces and complaints for that domain.
-BOUNCE_LISTEN = env_hostport("POSTERN_BOUNCE_LISTEN", "127.0.0.1:2525", 25)
+BOUNCE_LISTEN = env_hostport("POSTERN_BOUNCE_LISTEN", "127.0.0.1:2526", 25)
 # Webhooks: time-out per post, and how long a failing post is retried.
 WEBHOOK_TIMEOUT = env_int("POSTERN_WEBHOOK_TIMEOUT", 10)
 WEBHOOK_GIVE_UP = env_int("POSTERN_WEBHOOK_GIVE_UP", 24 * 3600)
