@@ -232,6 +232,11 @@ DELIVERY_CA_FILE = env_str("POSTERN_DELIVERY_CA_FILE", "")
 # MTA-STS policy fetch (RFC 8461 section 3.3): HTTPS port and CA bundle.
 MTA_STS_PORT = env_int("POSTERN_MTA_STS_PORT", 443)
 MTA_STS_CA_FILE = env_str("POSTERN_MTA_STS_CA_FILE", "")
+# DANE (RFC 7672): "auto" trusts the AD bit only from a resolver on loopback
+# (see relay/dane.py); "on" trusts POSTERN_DNS_RESOLVER wherever it is.
+DANE = env_str("POSTERN_DANE", "auto").strip().lower()
+if DANE not in ("auto", "on", "off"):
+    raise ImproperlyConfigured("POSTERN_DANE must be auto, on or off")
 # Return path: empty keeps the client's envelope sender; a domain gives each
 # message its own bounce address there (bounces+QUEUEID@domain), so that
 # asynchronous bounces can be tied to the message.

@@ -6,6 +6,8 @@ import smtplib
 import ssl
 from dataclasses import dataclass, field
 
+from relay import dane
+
 
 @dataclass
 class Reply:
@@ -47,12 +49,26 @@ class TLSProblem(ConnectionProblem):
 @dataclass(frozen=True)
 class TLSRequirement:
     """What TLS a session must have. required: never go on in clear.
-    verify_hostname: the certificate must be valid for this name."""
+    verify_hostname: the certificate must be valid for this name.
+    tlsa: usable DANE records (RFC 7672); the certificate must match one of
+    them instead of being checked against a CA.
+    unauthenticated: required TLS whose certificate is not checked, as
+    RFC 7672 section 2.2 asks when all of a host's TLSA records are unusable.
+    refusal: why the hop must not be used at all (a failed TLSA lookup)."""
 
     required: bool = False
     verify_hostname: str = ""
     ca_file: str = ""
     reason: str = ""
+    tlsa: tuple = ()
+    unauthenticated: bool = False
+    refusal: str = ""
+
+    def context(self):
+        if self.required and not (self.tlsa or self.unauthenticated):
+            return _verifying_context(self.ca_file)
+        # DANE's check comes after the handshake, against the TLSA records.
+        return _opportunistic_context()
 
 
 OPPORTUNISTIC = TLSRequirement()
@@ -73,6 +89,21 @@ def _verifying_context(ca_file):
     context = ssl.create_default_context(cafile=ca_file or None)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     return context
+
+
+def _peer_chain(sock):
+    """The DER certificates the server sent, leaf first. ssl makes this
+    public only from Python 3.13 (get_unverified_chain); before that the
+    same method sits on the private _sslobj. Without it only the leaf is
+    known, which is enough for DANE-EE but not DANE-TA."""
+    public = getattr(sock, "get_unverified_chain", None)
+    if public is not None:
+        return list(public() or [])
+    private = getattr(getattr(sock, "_sslobj", None), "get_unverified_chain", None)
+    if private is not None:
+        return [cert.public_bytes(ssl._ssl.ENCODING_DER) for cert in private() or []]
+    leaf = sock.getpeercert(binary_form=True)
+    return [leaf] if leaf else []
 
 
 def _text(raw):
@@ -135,6 +166,8 @@ class Session:
     def open(self):
         """Connect, greet and start TLS as required. Returns None, or the
         Reply when the server turned the session down in its greeting."""
+        if self._tls.refusal:
+            raise TLSProblem("4.7.5", self._tls.refusal)
         try:
             code, text = self._smtp.connect(self.hop.address, self.hop.port)
             if code != 220:
@@ -154,10 +187,7 @@ class Session:
                 # X.7.10: encryption needed (RFC 5248 registry).
                 raise TLSProblem("4.7.10", f"no STARTTLS offered; {self._tls.reason}")
             return
-        if self._tls.required:
-            context = _verifying_context(self._tls.ca_file)
-        else:
-            context = _opportunistic_context()
+        context = self._tls.context()
         code, text = smtp.docmd("STARTTLS")
         if code != 220:
             if self._tls.required:
@@ -178,6 +208,8 @@ class Session:
             # Known limit: an opportunistic handshake that fails is not tried
             # again in clear; the hop counts as failed and the next is tried.
             raise
+        if self._tls.tlsa:
+            self._check_tlsa()
         # After STARTTLS the client forgets what it knew (RFC 3207 section
         # 4.2) and greets again.
         smtp.file = None
@@ -186,6 +218,13 @@ class Session:
         smtp.does_esmtp = False
         self.tls_version = smtp.sock.version() or ""
         smtp.ehlo()
+
+    def _check_tlsa(self):
+        """RFC 7672 section 3: the chain must match a usable TLSA record, or
+        the session ends before any mail is sent."""
+        chain = _peer_chain(self._smtp.sock)
+        if not dane.chain_matches(self._tls.tlsa, chain, self.hop.host):
+            raise TLSProblem("4.7.5", f"certificate does not match; {self._tls.reason}")
 
     def supports(self, extension):
         return self._smtp.has_extn(extension)

@@ -3,13 +3,15 @@ can change while it runs.
 
 It answers every name it holds, NXDOMAIN for any other name, and never
 recurses. A name in `silent` gets no answer at all, to test time-outs.
+Answers for a name in `authenticated` carry the AD bit, as a validating
+resolver's would for a DNSSEC-signed zone (no signatures are served).
 """
 
 import socketserver
 import struct
 import threading
 
-from dnslib import AAAA, MX, QTYPE, RCODE, RR, TXT, A, DNSLabel, DNSRecord
+from dnslib import AAAA, MX, QTYPE, RCODE, RR, TLSA, TXT, A, DNSLabel, DNSRecord
 
 
 def _key(name):
@@ -20,6 +22,7 @@ class Zone:
     def __init__(self):
         self.records = {}  # (name, qtype) -> [RR]
         self.silent = set()
+        self.authenticated = set()
         self.lock = threading.Lock()
 
     def add(self, name, rtype, rdata, ttl=60):
@@ -41,6 +44,9 @@ class Zone:
             value = [raw[i : i + 255] for i in range(0, len(raw), 255)] or [b""]
         self.add(name, "TXT", TXT([v if isinstance(v, bytes) else v.encode() for v in value]))
 
+    def add_tlsa(self, name, usage, selector, matching_type, data):
+        self.add(name, "TLSA", TLSA(usage, selector, matching_type, data))
+
     def remove(self, name, rtype=None):
         with self.lock:
             for key in list(self.records):
@@ -56,6 +62,9 @@ class Zone:
             known = any(key[0] == qname for key in self.records)
         for rr in rrs:
             reply.add_answer(rr)
+        # dnslib's reply copies the query's flags, AD included; a server
+        # sets AD only where it has validated (RFC 4035 section 3.2.3).
+        reply.header.ad = int(qname in {_key(n) for n in self.authenticated})
         if not rrs and not known:
             reply.header.rcode = RCODE.NXDOMAIN
         return reply
