@@ -6,7 +6,7 @@ Unauthenticated TLSA records change nothing."""
 
 import pytest
 
-from relay import pipeline
+from relay import dane, pipeline
 from relay.models import Recipient, TenantDeliverySettings
 from tests.support.dane import (
     authenticate,
@@ -242,3 +242,37 @@ def test_failed_tlsa_lookup_defers_without_connecting(
         f"451 4.7.5 {MX_NAME}[127.0.0.2]: TLSA lookup for "
         f"{tlsa_name(MX_NAME, delivery_port)} failed"
     )
+
+
+def test_unusable_records_do_not_lift_a_verified_tls_requirement(
+    domain, signed, tlsa, mx_hosts, private_ca
+):
+    # The tenant asked for verified TLS; records that authenticate nothing
+    # cannot stand in for the CA check.
+    context, _ = mx_context(private_ca, MX_NAME)
+    tlsa(PKIX_EE, 1, 1, b"\x00" * 32)
+    server = mx_hosts("127.0.0.2", context)
+
+    rcpt = deliver_one(tls_required_tenant())
+
+    assert rcpt.state == Recipient.DEFERRED
+    assert server.received == []
+    assert "4.7.5" in rcpt.last_reply and "certificate not accepted" in rcpt.last_reply
+
+
+@pytest.mark.parametrize(
+    "mode, resolver, on",
+    [
+        ("auto", "127.0.0.1:5353", True),
+        ("auto", "[::1]:53", True),
+        ("auto", "192.0.2.53", False),
+        ("auto", "", False),
+        ("on", "192.0.2.53", True),
+        ("off", "127.0.0.1", False),
+    ],
+)
+def test_dane_trusts_only_a_resolver_on_loopback_unless_told(
+    settings, mode, resolver, on
+):
+    settings.DANE, settings.DNS_RESOLVER = mode, resolver
+    assert dane.enabled() is on
