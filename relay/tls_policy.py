@@ -79,6 +79,8 @@ def tls_for(tenant_id, domain, use_mta_sts=True):
     policy = mta_sts.policy_for(domain) if use_mta_sts else None
     dane_hosts = frozenset()
     if use_mta_sts and dane.enabled():
+        # A second MX lookup, this one asking for DNSSEC; a hop from
+        # routing's lookup uses DANE only if its host is named here too.
         dane_hosts = dane.authenticated_mx_hosts(domain)
     if TenantDeliverySettings.objects.filter(
         tenant_id=tenant_id, tls_required=True
