@@ -1,12 +1,22 @@
 import os
 
-from celery import Celery
+from celery import Celery, signals
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "relay.settings")
 
 app = Celery("postern")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+
+@signals.task_prerun.connect
+def drop_broken_database_connections(**kwargs):
+    # Workers keep their database connection from task to task (see
+    # CELERY_DB_REUSE_MAX); one broken by a database restart is dropped here so
+    # that the next query opens a fresh one instead of failing.
+    from django.db import close_old_connections
+
+    close_old_connections()
 
 
 @app.on_after_finalize.connect

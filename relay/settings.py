@@ -142,6 +142,9 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Celery otherwise closes the database connection around every task, and a new
+# PostgreSQL connection per task was the largest single cost of a message.
+CELERY_DB_REUSE_MAX = env_int("POSTERN_DB_REUSE_MAX", 1000)
 # How often the sweeper looks for accepted messages whose task was lost and
 # for deferred recipients that are due.
 POSTERN_SWEEP_INTERVAL = env_int("POSTERN_SWEEP_INTERVAL", 30)
