@@ -38,16 +38,7 @@ def sweep():
     lease = timedelta(seconds=settings.DELIVERY_CLAIM_LEASE)
     expired = expire_claims(claimed_before=now - lease)
 
-    due = (
-        Recipient.objects.filter(message__state=Message.QUEUED)
-        .filter(
-            Q(state=Recipient.DEFERRED, next_attempt_at__lte=now)
-            | Q(state=Recipient.QUEUED, message__state_changed_at__lt=stale)
-        )
-        .values_list("message_id", "domain")
-        .distinct()
-    )
-    due = list(due)
+    due = requeue_deliveries(now, stale)
     for message_id, domain in due:
         deliver.delay(message_id, domain)
     posts = webhooks.due_posts()
@@ -96,6 +87,36 @@ def expire_claims(claimed_before):
         state=Recipient.DEFERRED, next_attempt_at=timezone.now(), claim_token=None
     )
     return len(unsure) + retried
+
+
+def requeue_deliveries(now, stale):
+    """The (message, domain) pairs to hand to the workers again: deferred
+    recipients whose retry time has come, and queued ones whose task seems
+    lost.
+
+    A task waiting behind a backlog looks lost too, and the sweeper cannot see
+    into the broker; so each message handed over has its clock restarted
+    (state_changed_at), and is handed over again at most once per
+    POSTERN_STALE_AFTER, not at every sweep.
+    """
+    # Filtered on the recipient's own columns only, so that PostgreSQL checks
+    # them again on a row a delivery run has just claimed.
+    due_now = Recipient.objects.filter(
+        state=Recipient.DEFERRED, next_attempt_at__lte=now
+    )
+    retried = set(due_now.values_list("message_id", flat=True))
+    due_now.update(state=Recipient.QUEUED, next_attempt_at=None)
+
+    pairs = list(
+        Recipient.objects.filter(state=Recipient.QUEUED, message__state=Message.QUEUED)
+        .filter(Q(message__state_changed_at__lt=stale) | Q(message_id__in=retried))
+        .values_list("message_id", "domain")
+        .distinct()
+    )
+    Message.objects.filter(
+        pk__in={message_id for message_id, _ in pairs}, state=Message.QUEUED
+    ).update(state_changed_at=now)
+    return pairs
 
 
 def resettable_messages(stale):
