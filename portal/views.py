@@ -2,11 +2,13 @@ from django.conf import settings
 from django.contrib.admin.views.decorators import staff_member_required
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
+from django.db.models import Q
 from django.http import Http404
 from django.shortcuts import render
 
 from portal.scoping import get_message_for_user_or_404, messages_visible_to
 from relay import devsink
+from relay.models import Recipient
 
 
 @login_required
@@ -16,9 +18,14 @@ def message_list(request):
     )
     query = request.GET.get("q", "").strip()
     if query:
-        messages = messages.filter(queue_id__iexact=query) | messages.filter(
-            recipients__address__icontains=query
-        ).distinct() | messages.filter(subject__icontains=query)
+        messages = messages.filter(
+            Q(queue_id__iexact=query)
+            | Q(subject__icontains=query)
+            | Q(header_from__icontains=query)
+            | Q(pk__in=Recipient.objects.filter(address__icontains=query).values(
+                "message_id"
+            ))
+        )
     page = Paginator(messages, 50).get_page(request.GET.get("page"))
     return render(request, "portal/message_list.html", {"page": page, "query": query})
 
