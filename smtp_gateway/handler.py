@@ -91,8 +91,14 @@ def _login(username, password, peer_ip, policy):
             credential.max_message_size or policy.max_message_size,
             policy.max_message_size,
         ),
-        max_recipients=credential.max_recipients or policy.max_recipients,
-        max_connections=credential.max_connections or policy.max_connections,
+        # A credential's own limits can only tighten the platform's.
+        max_recipients=min(
+            credential.max_recipients or policy.max_recipients, policy.max_recipients
+        ),
+        max_connections=min(
+            credential.max_connections or policy.max_connections,
+            policy.max_connections,
+        ),
         limits=rate_limits.credential_limits(credential, policy.default_limits),
     )
 
