@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from aiosmtpd.smtp import MISSING, AuthResult
 from django import db
 
+from policies.message_syntax import check_message_syntax
 from policies.sender import (
     check_envelope_sender,
     check_header_sender,
@@ -335,6 +336,12 @@ class SubmissionHandler:
                 "552 5.3.4 Message size exceeds the limit of "
                 f"{identity.max_message_size} octets for this credential"
             )
+        # Before the header is parsed: the checks below and the DKIM signer
+        # must read the same fields as the receivers do.
+        refusal = check_message_syntax(raw)
+        if refusal:
+            _log_refusal(server, "DATA", refusal)
+            return str(refusal)
         headers = parse_headers(raw)
         refusal = check_header_sender(headers, identity.domains, identity.identities)
         if refusal:
