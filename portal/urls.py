@@ -10,6 +10,7 @@ urlpatterns = [
     path("", views.message_list, name="message_list"),
     path("messages/<str:queue_id>/", views.message_detail, name="message_detail"),
     path("dev/sink/", views.dev_sink, name="dev_sink"),
+    path("dev/sink/<str:name>/", views.dev_sink_mail, name="dev_sink_mail"),
     # Onboarding: the tenant's side.
     path("signup/", account.signup, name="signup"),
     path("account/", account.account, name="account"),

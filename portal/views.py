@@ -1,11 +1,11 @@
 from django.conf import settings
-from django.contrib.admin.views.decorators import staff_member_required
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.db.models import Q
 from django.http import Http404
 from django.shortcuts import render
 
+from portal.access import staff_required
 from portal.scoping import get_message_for_user_or_404, messages_visible_to
 from relay import devsink
 from relay.models import Recipient
@@ -41,8 +41,18 @@ def message_detail(request, queue_id):
     )
 
 
-@staff_member_required
+@staff_required
 def dev_sink(request):
     if not settings.DEV_SINK_ENABLED:
         raise Http404("The development sink is not enabled")
     return render(request, "portal/dev_sink.html", {"mails": devsink.recent(100)})
+
+
+@staff_required
+def dev_sink_mail(request, name):
+    if not settings.DEV_SINK_ENABLED:
+        raise Http404("The development sink is not enabled")
+    raw = devsink.raw_mail(name)
+    if raw is None:
+        raise Http404("No such mail in the development sink")
+    return render(request, "portal/dev_sink_mail.html", {"name": name, "raw": raw})

@@ -5,6 +5,7 @@ the portal to show. Never for production."""
 import asyncio
 import json
 import logging
+import re
 import signal
 import time
 import uuid
@@ -53,6 +54,17 @@ def recent(limit):
             }
         )
     return mails
+
+
+def raw_mail(name):
+    """The bytes of one kept mail, as text, or None. name comes from a URL,
+    so only names the sink itself makes are looked up."""
+    if not re.fullmatch(r"[0-9.]+-[0-9a-f]{8}", name):
+        return None
+    path = settings.DEV_SINK_DIR / f"{name}.eml"
+    if not path.is_file():
+        return None
+    return path.read_bytes().decode("utf-8", "replace")
 
 
 async def serve(host, port):

@@ -69,7 +69,7 @@ def process_message(message_id):
         reject(message, str(refusal))
         return
 
-    raw = to_crlf(complete_headers(message.raw, headers))
+    raw = to_crlf(received_header(message) + complete_headers(message.raw, headers))
     try:
         key = signing.active_key(signing_domain(headers), message.tenant_id)
     except signing.NoSigningKey as exc:
@@ -104,6 +104,16 @@ def recheck_sender(message, headers):
 
 def signing_domain(headers):
     return address_domain(header_from_address(headers))
+
+
+def received_header(message):
+    """The trace field every SMTP server adds at the top (RFC 5321 section
+    4.4); ESMTPSA says the client used TLS and AUTH (RFC 3848)."""
+    client = f"[{message.client_address}]" if message.client_address else "unknown"
+    return (
+        f"Received: from {client}\r\n\tby {settings.GATEWAY_HOSTNAME} (Postern) with "
+        f"ESMTPSA id {message.queue_id};\r\n\t{format_datetime(message.created_at)}\r\n"
+    ).encode()
 
 
 def complete_headers(raw, headers):

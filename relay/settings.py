@@ -282,5 +282,10 @@ LOGGING = {
     "loggers": {
         "mail.log": {"level": "ERROR"},
         "aiosmtpd": {"level": "WARNING"},
+        # One line per task received and done, and per beat tick, would bury
+        # Postern's own event lines.
+        "celery.app.trace": {"level": "WARNING"},
+        "celery.worker.strategy": {"level": "WARNING"},
+        "celery.beat": {"level": "WARNING"},
     },
 }

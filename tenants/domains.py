@@ -27,6 +27,10 @@ def normalize_domain_name(text):
     labels = name.split(".")
     if len(name) > 253 or len(labels) < 2 or not all(LABEL.match(x) for x in labels):
         raise DomainRefused("Enter a domain name such as mail.example.com.")
+    if labels[-1].isdigit():
+        # An address such as 127.0.0.1 passes the label syntax, but no
+        # top-level domain is all digits (RFC 3696 section 2).
+        raise DomainRefused("Enter a domain name, not an IP address.")
     return name
 
 

@@ -63,6 +63,9 @@ def test_message_arrives_once_intact_and_dkim_signed(stack, zone, mx, dns_server
     assert parsed["Subject"] == "Invoice 1042"
     assert parsed.get_payload().replace("\r\n", "\n").strip() == body
 
+    # The trace field names the submission; it sits on top, under the signature.
+    assert parsed.get_all("Received")[0].startswith("from [127.0.0.1]")
+    assert f"ESMTPSA id {Message.objects.get().queue_id}" in parsed["Received"]
     assert dkim.verify(mail.data, dnsfunc=dns_txt_from(dns_server))
     signature = dkim.DKIM(mail.data)
     tags = dkim.util.parse_tag_value(parsed["DKIM-Signature"].encode())

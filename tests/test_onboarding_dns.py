@@ -300,6 +300,7 @@ def test_blocked_domain_stops_sending_and_cannot_be_added(zone, fast_dns, people
     ("not a domain", "Enter a domain name"),
     ("localhost", "Enter a domain name"),
     ("-bad.example.com", "Enter a domain name"),
+    ("127.0.0.1", "not an IP address"),
     ("shop.example.test", "already in your list"),
 ])
 def test_add_domain_form_errors(people, domain, name, error):
