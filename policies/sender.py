@@ -12,16 +12,26 @@ only ever allowed at a domain the tenant has verified.
 """
 
 import re
+import unicodedata
 from dataclasses import dataclass
+from email.errors import HeaderParseError
+from email.header import decode_header, make_header
 from email.parser import BytesHeaderParser
 from email.policy import SMTP as SMTP_POLICY
 from email.utils import getaddresses
 
 from tenants.models import Domain
 
-# An address written inside a display name, e.g. "billing@bank.example" in
-# `"billing@bank.example" <x@shop.example>`: readers see it, DMARC does not.
-_ADDRESS_IN_TEXT = re.compile(r"[^\s<>\"'@,;:()]+@([A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+)")
+# An address written inside a display name or a comment, e.g.
+# "billing@bank.example" in `"billing@bank.example" <x@shop.example>`: readers
+# see it, DMARC does not. Labels may be Unicode, as a reader shows them.
+_ADDRESS_IN_TEXT = re.compile(r"[^\s<>\"'@,;:()]+@([\w-]+(?:\.[\w-]+)+)")
+# RFC 2047 encoded words, which readers decode in phrases and comments alike.
+_ENCODED_WORD = re.compile(r"=\?[^?\s]+\?[bBqQ]\?[^?\s]*\?=")
+# Characters that readers show as "@" or "." without being them. NFKC folds the
+# full-width and small forms (U+FF20, U+FE6B, U+FF0E); the ideographic full
+# stops, which RFC 3490 section 3.1 counts as dots, it leaves alone.
+_LOOKALIKE_DOTS = str.maketrans({"\u3002": ".", "\uff0e": ".", "\uff61": "."})
 
 
 @dataclass(frozen=True)
@@ -125,15 +135,42 @@ def header_from_address(headers):
     return addresses[0]
 
 
+def _decoded_word(match):
+    try:
+        return str(make_header(decode_header(match.group(0))))
+    except (HeaderParseError, LookupError, UnicodeDecodeError):
+        return match.group(0)
+
+
+def shown_text(raw_value):
+    """A field value as a reader may show it: UTF-8 (RFC 6532) and encoded
+    words decoded, quoting backslashes dropped, look-alikes folded. Comments
+    are kept: the parsed header drops them, but readers display them."""
+    text = raw_value.encode("ascii", "surrogateescape").decode("utf-8", "replace")
+    text = _ENCODED_WORD.sub(_decoded_word, text).replace("\\", "")
+    return unicodedata.normalize("NFKC", text).translate(_LOOKALIKE_DOTS)
+
+
+def _ascii_domain(domain):
+    # Replies are US-ASCII (RFC 5321 section 2.4); a Unicode label goes as its
+    # A-label, the form a verified domain is stored in.
+    try:
+        return domain.encode("idna").decode("ascii")
+    except UnicodeError:
+        return domain.encode("ascii", "backslashreplace").decode("ascii")
+
+
 def check_display_name(headers, domains):
-    """Refuse a From whose display name shows an address at a domain the
-    tenant has not verified: the reader sees that address, while DMARC only
-    checks the real one. Only addresses are caught; a display name that
-    merely mentions a brand is a matter for the anti-spam stage."""
-    values = [str(value) for value in headers.get_all("From") or []]
-    for name, _ in getaddresses(values):
-        for match in _ADDRESS_IN_TEXT.finditer(name):
-            shown = match.group(1).rstrip(".").lower()
+    """Refuse a From whose display name or comments show an address at a
+    domain the tenant has not verified: the reader sees that address, while
+    DMARC only checks the real one. The real address is already at a
+    verified domain, so the whole field can be searched. Only addresses are
+    caught; a display name that merely mentions a brand is a matter for the
+    anti-spam stage."""
+    values = [value for name, value in headers.raw_items() if name.lower() == "from"]
+    for value in values:
+        for match in _ADDRESS_IN_TEXT.finditer(shown_text(value)):
+            shown = _ascii_domain(match.group(1).rstrip(".").lower())
             if shown not in domains:
                 return Refusal(
                     550,

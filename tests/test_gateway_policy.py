@@ -84,8 +84,54 @@ def test_header_sender_reasons(lines, reply):
     assert str(check_header_sender(headers(*lines), DOMAINS, identities)) == reply
 
 
+# Ways to show a reader an address the tenant does not own, next to a real
+# address that it does.
+SHOWN_ELSEWHERE = [
+    pytest.param("From: app@shop.example.test (ceo@bank.example)", id="comment"),
+    pytest.param("From: <app@shop.example.test> (Mail from\r\n ceo@bank.example)",
+                 id="folded-comment"),
+    pytest.param('From: "ceo\uff20bank.example" <app@shop.example.test>',
+                 id="full-width-at"),
+    pytest.param('From: "ceo@bank\u3002example" <app@shop.example.test>',
+                 id="ideographic-full-stop"),
+    pytest.param('From: "ceo@bank\uff61example" <app@shop.example.test>',
+                 id="halfwidth-ideographic-full-stop"),
+    pytest.param('From: "ceo@bank\uff0eexample" <app@shop.example.test>',
+                 id="full-width-full-stop"),
+    pytest.param('From: "ceo\\@bank.example" <app@shop.example.test>',
+                 id="quoted-pair"),
+    pytest.param("From: =?utf-8?q?ceo=40bank=2Eexample?= <app@shop.example.test>",
+                 id="encoded-word"),
+    pytest.param("From: <app@shop.example.test> (=?utf-8?b?Y2VvQGJhbmsuZXhhbXBsZQ==?=)",
+                 id="encoded-word-in-comment"),
+]
+SHOWN_ELSEWHERE_REFUSAL = (
+    "550 5.7.1 From display name shows an address at bank.example, which is not "
+    "a verified domain of this account"
+)
+
+
+@pytest.mark.parametrize("line", SHOWN_ELSEWHERE)
+def test_addresses_shown_in_comments_or_look_alikes_are_refused(line):
+    refusal = check_header_sender(headers(line), DOMAINS)
+    assert str(refusal) == SHOWN_ELSEWHERE_REFUSAL
+
+
+def test_unicode_domain_shown_is_named_by_its_a_label():
+    refusal = check_header_sender(
+        headers('From: "ceo@b\u00e4nk.example" <app@shop.example.test>'), DOMAINS
+    )
+    assert str(refusal) == (
+        "550 5.7.1 From display name shows an address at xn--bnk-qla.example, "
+        "which is not a verified domain of this account"
+    )
+
+
 @pytest.mark.parametrize("lines", [
     ('From: "Shop billing" <billing@shop.example.test>',),
+    ("From: billing@shop.example.test (Shop billing)",),
+    ("From: <billing@shop.example.test> (sent for billing@mail.shop.example.test)",),
+    ('From: "Caf\u00e9 \uff33hop" <billing@shop.example.test>',),
     ('From: "billing@shop.example.test" <billing@shop.example.test>',),
     ('From: "billing@mail.shop.example.test" <billing@shop.example.test>',
      "Reply-To: <billing@shop.example.test>"),
@@ -135,3 +181,21 @@ def test_credential_identities_apply_at_mail_and_data(gateway, zone):
                      headers=[f"From: Billing <billing@{domain}>"])
     assert accepted.returncode == 0, accepted.output
     assert submissions().count() == 1
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("line", SHOWN_ELSEWHERE)
+def test_gateway_refuses_addresses_shown_in_comments_or_look_alikes(gateway, zone,
+                                                                    line):
+    sender = make_sender(zone)
+    client = authenticated(gateway, sender)
+    try:
+        client.command(f"MAIL FROM:<{sender.address}>")
+        client.command("RCPT TO:<a@customer.example.net>")
+        assert client.command("DATA").startswith("354")
+        client.send((line + "\r\nSubject: Invoice\r\n\r\nPay now.\r\n.\r\n").encode())
+        assert client.reply() == SHOWN_ELSEWHERE_REFUSAL
+    finally:
+        client.close()
+    assert submissions().count() == 0
