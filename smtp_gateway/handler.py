@@ -282,8 +282,7 @@ class SubmissionHandler:
                             subject.partition(":")[0])
                 await self._in_thread(
                     _record_event, SecurityEvent.AUTH_BLOCKED, peer_ip, username,
-                    f"{subject.partition(':')[0]} blocked for "
-                    f"{self.policy.guard.block_seconds} seconds",
+                    auth_guard.block_description(subject, self.policy.guard),
                 )
         except Exception:
             log.exception("event=security_event_not_recorded %s", server.who)

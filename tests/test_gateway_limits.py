@@ -180,26 +180,56 @@ def test_failed_logins_are_slowed_then_blocked_and_recorded(gateway, sender):
     finally:
         client.close()
 
-    # The username is blocked from any address; other users are not.
-    elsewhere = authenticated_or_reply(gateway, sender, ("127.0.0.78", 0))
-    assert elsewhere.startswith("454 4.7.0 Too many failed logins")
+    # The address is blocked for every user; the username only for addresses
+    # that failed (see the next test).
     someone_else = make_sender_with_limits(sender)
-    assert authenticated_or_reply(gateway, someone_else, ("127.0.0.78", 0)).startswith(
+    assert authenticated_or_reply(gateway, someone_else, ("127.0.0.77", 0)).startswith(
+        "454 4.7.0 Too many failed logins"
+    )
+    assert authenticated_or_reply(gateway, sender, ("127.0.0.78", 0)).startswith(
         "235"
     )
 
     events = SecurityEvent.objects.filter(client_address="127.0.0.77")
     assert events.filter(kind=SecurityEvent.AUTH_FAILED).count() == 6
     assert set(events.filter(kind=SecurityEvent.AUTH_BLOCKED).values_list(
-        "detail", flat=True)) == {"ip blocked for 120 seconds",
-                                  "user blocked for 120 seconds"}
+        "detail", flat=True)) == {
+            "ip blocked for 120 seconds",
+            "user blocked for 120 seconds for addresses that failed",
+    }
     assert all(e.username == sender.username for e in events)
 
 
-def authenticated_or_reply(gateway, sender, source):
+def test_failures_from_other_addresses_do_not_lock_out_the_username(gateway, sender):
+    """Twelve wrong passwords for one username, each from another address,
+    must not keep the application out: it logs in from an address with no
+    failures. The addresses that guessed stay refused for that username."""
+    guessers = [f"127.0.0.{n}" for n in range(10, 22)]
+    for address in guessers:
+        assert authenticated_or_reply(
+            gateway, sender, (address, 0), secret="wrong-secret"
+        ) == "535 5.7.8 Authentication credentials invalid"
+
+    assert authenticated_or_reply(gateway, sender, ("127.0.0.40", 0)).startswith(
+        "235 2.7.0"
+    )
+    # A guesser is refused even with the right secret, as one that fails
+    # once from a fresh address is from then on.
+    assert authenticated_or_reply(gateway, sender, (guessers[0], 0)).startswith(
+        "454 4.7.0 Too many failed logins; try again in "
+    )
+    assert authenticated_or_reply(
+        gateway, sender, ("127.0.0.41", 0), secret="wrong-secret"
+    ) == "535 5.7.8 Authentication credentials invalid"
+    assert authenticated_or_reply(gateway, sender, ("127.0.0.41", 0)).startswith(
+        "454 4.7.0 Too many failed logins"
+    )
+
+
+def authenticated_or_reply(gateway, sender, source, secret=None):
     client = tls_session(gateway, source_address=source)
     try:
-        return client.login(sender.username, sender.secret)
+        return client.login(sender.username, secret or sender.secret)
     finally:
         client.close()
 
@@ -214,6 +244,9 @@ def test_guard_policy_counts_per_address_and_username():
     _, blocked = auth_guard.record_failure(counters, policy, "192.0.2.1", "u")
     assert blocked == ["ip:192.0.2.1", "user:u"]
     assert auth_guard.blocked_for(counters, "192.0.2.1", "other") > 0
+    # A blocked username is refused only to addresses that have failed.
+    assert auth_guard.blocked_for(counters, "192.0.2.9", "U") == 0
+    auth_guard.record_failure(counters, policy, "192.0.2.9", "someone")
     assert auth_guard.blocked_for(counters, "192.0.2.9", "U") > 0
     assert auth_guard.blocked_for(counters, "192.0.2.9", "other") == 0
 
