@@ -10,10 +10,13 @@ app.autodiscover_tasks()
 
 
 @signals.task_prerun.connect
-def drop_broken_database_connections(**kwargs):
+def drop_broken_database_connections(task=None, **kwargs):
     # Workers keep their database connection from task to task (see
     # CELERY_DB_REUSE_MAX); one broken by a database restart is dropped here so
-    # that the next query opens a fresh one instead of failing.
+    # that the next query opens a fresh one instead of failing. A task run
+    # eagerly shares its caller's connection, and maybe its transaction.
+    if task is not None and getattr(task.request, "is_eager", False):
+        return
     from django.db import close_old_connections
 
     close_old_connections()
