@@ -14,7 +14,7 @@ from bench.load import Target
 from tests.support.dns_server import DNSServer
 from tests.support.fault_stack import manage, relay_env, seed_sender
 from tests.support.processes import ROOT, free_port, start_gateway, start_worker
-from tests.support.services import PrivatePostgres, PrivateRedis, wait_until
+from tests.support.services import PrivatePostgres, PrivateRedis, wait_or_fail
 
 RECIPIENT_DOMAIN = "sink.example.net"
 SENDER_DOMAINS = {"rsa": "rsa.bench.example.test", "ed25519": "ed.bench.example.test"}
@@ -177,4 +177,4 @@ def _wait_for_port(port):
         except OSError:
             return False
 
-    wait_until(listening, 30, f"nothing listens on 127.0.0.1:{port}")
+    wait_or_fail(listening, 30, f"nothing listens on 127.0.0.1:{port}")

@@ -13,8 +13,10 @@ from relay.models import Recipient
 
 @login_required
 def message_list(request):
-    messages = messages_visible_to(request.user).select_related("tenant").order_by(
-        "-created_at"
+    messages = (
+        messages_visible_to(request.user)
+        .select_related("tenant")
+        .order_by("-created_at")
     )
     query = request.GET.get("q", "").strip()
     if query:
@@ -22,9 +24,11 @@ def message_list(request):
             Q(queue_id__iexact=query)
             | Q(subject__icontains=query)
             | Q(header_from__icontains=query)
-            | Q(pk__in=Recipient.objects.filter(address__icontains=query).values(
-                "message_id"
-            ))
+            | Q(
+                pk__in=Recipient.objects.filter(address__icontains=query).values(
+                    "message_id"
+                )
+            )
         )
     page = Paginator(messages, 50).get_page(request.GET.get("page"))
     return render(request, "portal/message_list.html", {"page": page, "query": query})
@@ -33,7 +37,9 @@ def message_list(request):
 @login_required
 def message_detail(request, queue_id):
     message = get_message_for_user_or_404(request.user, queue_id)
-    recipients = message.recipients.prefetch_related("attempts_made").order_by("address")
+    recipients = message.recipients.prefetch_related("attempts_made").order_by(
+        "address"
+    )
     return render(
         request,
         "portal/message_detail.html",

@@ -5,7 +5,6 @@ reports on our own messages, and relays nothing."""
 
 import asyncio
 import logging
-import signal
 from concurrent.futures import ThreadPoolExecutor
 
 from aiosmtpd.smtp import SMTP
@@ -13,6 +12,7 @@ from django.conf import settings
 from django.db import connection
 
 from relay import bounces
+from relay.listener import serve_until_stopped
 
 log = logging.getLogger("postern.bounce_listener")
 
@@ -59,8 +59,7 @@ def _take(rcpt_to, raw):
 async def serve():
     host, port = settings.BOUNCE_LISTEN
     handler = BounceHandler()
-    loop = asyncio.get_running_loop()
-    server = await loop.create_server(
+    await serve_until_stopped(
         lambda: SMTP(
             handler,
             hostname=settings.GATEWAY_HOSTNAME,
@@ -68,13 +67,7 @@ async def serve():
             data_size_limit=MAX_REPORT_SIZE,
             decode_data=False,
         ),
-        host=host,
-        port=port,
+        host,
+        port,
+        log,
     )
-    log.info("event=listening host=%s port=%s", host, port)
-    stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    server.close()
-    await server.wait_closed()

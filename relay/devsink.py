@@ -2,11 +2,9 @@
 MX when Postern runs on one machine, and keeps what it receives as files for
 the portal to show. Never for production."""
 
-import asyncio
 import json
 import logging
 import re
-import signal
 import time
 import uuid
 from email.parser import BytesHeaderParser
@@ -14,6 +12,8 @@ from email.policy import default as default_policy
 
 from aiosmtpd.smtp import SMTP
 from django.conf import settings
+
+from relay.listener import serve_until_stopped
 
 log = logging.getLogger("postern.devsink")
 
@@ -42,7 +42,9 @@ def recent(limit):
         raw = path.read_bytes()
         headers = BytesHeaderParser(policy=default_policy).parsebytes(raw)
         envelope_file = path.with_suffix(".json")
-        envelope = json.loads(envelope_file.read_text()) if envelope_file.exists() else {}
+        envelope = (
+            json.loads(envelope_file.read_text()) if envelope_file.exists() else {}
+        )
         mails.append(
             {
                 "name": path.stem,
@@ -68,15 +70,7 @@ def raw_mail(name):
 
 
 async def serve(host, port):
-    loop = asyncio.get_running_loop()
     handler = SinkHandler(settings.DEV_SINK_DIR)
-    server = await loop.create_server(
-        lambda: SMTP(handler, hostname="devsink", decode_data=False), host, port
+    await serve_until_stopped(
+        lambda: SMTP(handler, hostname="devsink", decode_data=False), host, port, log
     )
-    log.info("event=listening host=%s port=%d", host, port)
-    stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    server.close()
-    await server.wait_closed()

@@ -60,5 +60,7 @@ def select_fields(fields, names):
 def signed_data(fields, names, signature_value):
     """The bytes a DKIM signature covers: the selected header fields and the
     DKIM-Signature field itself with b= empty, without its final CRLF."""
-    data = b"".join(relaxed_header(n, v) + b"\r\n" for n, v in select_fields(fields, names))
+    data = b"".join(
+        relaxed_header(n, v) + b"\r\n" for n, v in select_fields(fields, names)
+    )
     return data + relaxed_header(b"DKIM-Signature", signature_value)

@@ -77,6 +77,8 @@ def env_transport_map(name):
     for item in filter(None, (part.strip() for part in raw.split(","))):
         domain, sep, target = item.partition("=")
         if not sep or not domain.strip():
-            raise ImproperlyConfigured(f"{name}: expected domain=host:port, got {item!r}")
+            raise ImproperlyConfigured(
+                f"{name}: expected domain=host:port, got {item!r}"
+            )
         routes[domain.strip().lower()] = parse_hostport(name, target, 25)
     return routes

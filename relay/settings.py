@@ -39,7 +39,8 @@ if not MASTER_KEY:
     )
 
 ALLOWED_HOSTS = [
-    h.strip() for h in env_str("POSTERN_ALLOWED_HOSTS", "localhost,127.0.0.1").split(",")
+    h.strip()
+    for h in env_str("POSTERN_ALLOWED_HOSTS", "localhost,127.0.0.1").split(",")
 ]
 
 INSTALLED_APPS = [
@@ -275,7 +276,9 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {
-        "kv": {"format": "ts=%(asctime)s level=%(levelname)s logger=%(name)s %(message)s"},
+        "kv": {
+            "format": "ts=%(asctime)s level=%(levelname)s logger=%(name)s %(message)s"
+        },
     },
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "kv"}},
     "root": {"handlers": ["console"], "level": env_str("POSTERN_LOG_LEVEL", "INFO")},

@@ -21,8 +21,17 @@ from tenants.models import DkimKey
 # Signed once more than they occur, so that a field added in transit (a second
 # From, a new Subject) breaks the signature (RFC 6376 section 8.15).
 OVERSIGNED = (
-    b"from", b"to", b"cc", b"subject", b"date", b"message-id", b"reply-to",
-    b"sender", b"mime-version", b"content-type", b"content-transfer-encoding",
+    b"from",
+    b"to",
+    b"cc",
+    b"subject",
+    b"date",
+    b"message-id",
+    b"reply-to",
+    b"sender",
+    b"mime-version",
+    b"content-type",
+    b"content-transfer-encoding",
 )
 ALGORITHM_NAMES = {DkimKey.RSA: b"rsa-sha256", DkimKey.ED25519: b"ed25519-sha256"}
 
@@ -90,5 +99,7 @@ def sign(raw, key, timestamp=None):
     ]
     value = b" " + b";\r\n ".join(tags)
     private_key = _private_key(key.pk, key.algorithm, bytes(key.private_key_sealed))
-    signature = _signature(private_key, key.algorithm, signed_data(fields, names, value))
+    signature = _signature(
+        private_key, key.algorithm, signed_data(fields, names, value)
+    )
     return b"DKIM-Signature:" + value + _fold(base64.b64encode(signature)) + b"\r\n"

@@ -10,7 +10,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from relay.secretbox import seal, unseal
+from relay.secretbox import seal
 from tenants import audit
 from tenants.models import DkimKey
 from tenants.txt_lookup import FOUND, lookup_txt
@@ -60,10 +60,6 @@ def generate_key(domain, algorithm=DkimKey.RSA, selector=None, activate=True):
             public_key_b64=base64.b64encode(public_der).decode(),
             active=activate,
         )
-
-
-def private_key_bytes(key):
-    return unseal(key.private_key_sealed)
 
 
 def record_strings(key):

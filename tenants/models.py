@@ -162,7 +162,9 @@ class DkimKey(models.Model):
     ED25519 = "ed25519"
     ALGORITHMS = [(RSA, "RSA-2048"), (ED25519, "Ed25519")]
 
-    domain = models.ForeignKey(Domain, on_delete=models.CASCADE, related_name="dkim_keys")
+    domain = models.ForeignKey(
+        Domain, on_delete=models.CASCADE, related_name="dkim_keys"
+    )
     selector = models.CharField(max_length=63)
     algorithm = models.CharField(max_length=16, choices=ALGORITHMS, default=RSA)
     # The private key in PEM (RSA) or raw 32 bytes base64 (Ed25519), sealed

@@ -21,7 +21,9 @@ def test_every_variable_in_compose_is_a_setting():
     assert "DATABASE_URL" in variables and "POSTERN_MASTER_KEY_FILE" in variables
     for name in variables:
         read_as = name.removesuffix("_FILE")
-        assert f'"{read_as}"' in settings_text, f"{name} is not read by relay/settings.py"
+        assert f'"{read_as}"' in settings_text, (
+            f"{name} is not read by relay/settings.py"
+        )
 
 
 @pytest.mark.skipif(
@@ -31,7 +33,13 @@ def test_every_variable_in_compose_is_a_setting():
 def test_compose_file_is_valid(tmp_path):
     for name in ("docker-compose.yml", "Dockerfile"):
         (tmp_path / name).write_text((ROOT / name).read_text())
-    for secret in ("secret_key", "master_key", "db_password", "tls/cert.pem", "tls/key.pem"):
+    for secret in (
+        "secret_key",
+        "master_key",
+        "db_password",
+        "tls/cert.pem",
+        "tls/key.pem",
+    ):
         path = tmp_path / "secrets" / secret
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("placeholder\n")

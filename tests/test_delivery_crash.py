@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from datetime import timedelta
 
 import pytest
@@ -19,6 +18,7 @@ from relay.models import Message, Recipient
 from tests.support.delivery_fixtures import mx_hosts, outbound  # noqa: F401
 from tests.support.outbound import make_tenant, queue_message, serve_domain
 from tests.support.processes import ROOT
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -159,11 +159,3 @@ def waiting_for_locks():
         )
         return cursor.fetchone()[0]
 
-
-def wait_until(predicate, timeout=20):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False

@@ -3,7 +3,6 @@ hosts on 127.0.0.2 and 127.0.0.3, with retries driven by the worker's own
 sweeper."""
 
 import email
-import time
 
 import pytest
 
@@ -13,19 +12,12 @@ from tests.support.clients import swaks
 from tests.support.delivery_fixtures import mx_hosts  # noqa: F401
 from tests.support.outbound import serve_domain
 from tests.support.senders import make_sender
+from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 DOMAIN = "customer.example.net"
 
-
-def wait_until(predicate, timeout=40):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.2)
-    return False
 
 
 @pytest.fixture

@@ -51,7 +51,8 @@ def test_canonical_data_verifies_the_rfc8463_ed25519_signature():
     assert name == b"DKIM-Signature" and b"ed25519" in value
     tags = dict(
         tag.strip().split(b"=", 1)
-        for tag in value.replace(b"\r\n", b"").split(b";") if tag.strip()
+        for tag in value.replace(b"\r\n", b"").split(b";")
+        if tag.strip()
     )
     names = [n.strip() for n in tags[b"h"].split(b":")]
     empty_b = value[: value.index(b"b=", value.index(b"bh=") + 3) + 2]
@@ -60,8 +61,9 @@ def test_canonical_data_verifies_the_rfc8463_ed25519_signature():
     public = dns_records()["brisbane._domainkey.football.example.com"].split("p=")[1]
     key = ed25519.Ed25519PublicKey.from_public_bytes(base64.b64decode(public))
 
-    key.verify(base64.b64decode(b"".join(tags[b"b"].split())),
-               hashlib.sha256(covered).digest())
+    key.verify(
+        base64.b64decode(b"".join(tags[b"b"].split())), hashlib.sha256(covered).digest()
+    )
     assert base64.b64encode(hashlib.sha256(relaxed_body(body)).digest()) == tags[b"bh"]
 
 
@@ -117,4 +119,6 @@ def test_signature_names_domain_and_selector(domain):
     assert b" d=pay.example.test;" in unfolded
     assert b" s=s2026;" in unfolded
     assert b" t=1796400000;" in unfolded
-    assert b"h=from:to:subject:date:message-id:from:to:subject:date:message-id" in unfolded
+    assert (
+        b"h=from:to:subject:date:message-id:from:to:subject:date:message-id" in unfolded
+    )

@@ -13,6 +13,7 @@ from policies.sender import address_domain
 from relay.models import Message, Recipient
 from tests.support.clients import smtp_session, swaks
 from tests.support.senders import make_recipient_domain, make_sender
+from tests.support.waiting import wait_until
 from tenants.models import Membership, Tenant
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -29,14 +30,6 @@ def dns_txt_from(dns_server):
 
     return lookup
 
-
-def wait_until(predicate, timeout=30):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.2)
-    return False
 
 
 def test_message_arrives_once_intact_and_dkim_signed(stack, zone, mx, dns_server):
@@ -67,13 +60,12 @@ def test_message_arrives_once_intact_and_dkim_signed(stack, zone, mx, dns_server
     assert parsed.get_all("Received")[0].startswith("from [127.0.0.1]")
     assert f"ESMTPSA id {Message.objects.get().queue_id}" in parsed["Received"]
     assert dkim.verify(mail.data, dnsfunc=dns_txt_from(dns_server))
-    signature = dkim.DKIM(mail.data)
     tags = dkim.util.parse_tag_value(parsed["DKIM-Signature"].encode())
     assert tags[b"d"].decode() == sender.domain.name
     assert tags[b"s"].decode() == sender.key.selector
     # DMARC alignment: the signing domain is the From domain.
-    assert address_domain(email.utils.parseaddr(parsed["From"])[1]) == tags[b"d"].decode()
-    del signature
+    from_domain = address_domain(email.utils.parseaddr(parsed["From"])[1])
+    assert from_domain == tags[b"d"].decode()
 
     message = Message.objects.get()
     assert wait_until(lambda: Message.objects.get().state == Message.DONE)
@@ -141,7 +133,10 @@ def test_unverified_envelope_sender_domain_is_refused(stack, zone, mx):
     result = swaks(stack, sender="app@other-tenant.example.test",
                    to="x@customer.example.net", auth=(sender.username, sender.secret))
     assert result.returncode != 0
-    assert "550 5.7.1 Sender domain other-tenant.example.test is not a verified" in result.output
+    assert (
+        "550 5.7.1 Sender domain other-tenant.example.test is not a verified"
+        in result.output
+    )
     assert Message.objects.count() == 0
 
 

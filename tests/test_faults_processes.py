@@ -14,7 +14,7 @@ from tests.support.fault_stack import (
     assert_nothing_lost_or_doubled,
     fault_stack,
 )
-from tests.support.services import wait_until
+from tests.support.services import wait_or_fail
 from tests.support.submission import (
     ACCEPTED,
     BROKEN_AFTER_DOT,
@@ -134,8 +134,8 @@ def test_worker_killed_after_remote_250_is_counted(stack):
 
     # Once the claim lease has run out the relay decides; then a retry, if
     # it makes one, comes within a sweep or two.
-    wait_until(lambda: stack.recipient_states([seq])[seq] != ["sending"],
-               ARRIVAL_DEADLINE, "the recipient is still claimed by the dead run")
+    wait_or_fail(lambda: stack.recipient_states([seq])[seq] != ["sending"],
+                 ARRIVAL_DEADLINE, "the recipient is still claimed by the dead run")
     copies = stack.sink.wait_for_count(seq, 2, timeout=5)
     state = stack.recipient_states([seq]).get(seq)
     print(f"after-250 kill: copies_at_sink={copies} duplicates={copies - 1} "

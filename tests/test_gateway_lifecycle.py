@@ -12,7 +12,6 @@ import ssl
 import struct
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -23,6 +22,7 @@ from tests.support.processes import ROOT, free_port
 from tests.support.raw_smtp import RawSMTP, authenticated
 from tests.support.senders import make_sender
 from tests.support.tcp_relay import TCPRelay
+from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -36,14 +36,6 @@ BODY = (
 def sender(zone):
     return make_sender(zone)
 
-
-def wait_until(predicate, timeout=20):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def certificate_digest(host, port):

@@ -20,7 +20,9 @@ def sink(settings, tmp_path):
     settings.DEV_SINK_DIR = tmp_path
     name = "1796400000.123456-0123abcd"
     (tmp_path / f"{name}.eml").write_bytes(MAIL)
-    (tmp_path / f"{name}.json").write_text('{"mail_from": "", "rcpt_tos": ["a@b.example"]}')
+    (tmp_path / f"{name}.json").write_text(
+        '{"mail_from": "", "rcpt_tos": ["a@b.example"]}'
+    )
     return name
 
 

@@ -13,7 +13,9 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture
 def two_tenants():
     shop, other = make_tenant("Shop"), make_tenant("Other")
-    invoice = queue_message(shop, ["alice@customer.example.net"], subject="Invoice 1042")
+    invoice = queue_message(
+        shop, ["alice@customer.example.net"], subject="Invoice 1042"
+    )
     reset = queue_message(shop, ["bob@customer.example.net"], subject="Password reset")
     foreign = queue_message(other, ["alice@customer.example.net"], subject="Invoice 77")
     return shop, other, invoice, reset, foreign

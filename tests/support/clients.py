@@ -13,18 +13,44 @@ class SwaksResult:
     output: str
 
 
-def swaks(stack, *args, sender, to, auth=None, tls=True, body="Invoice 1042 is attached.",
-          headers=()):
+def swaks(
+    stack,
+    *args,
+    sender,
+    to,
+    auth=None,
+    tls=True,
+    body="Invoice 1042 is attached.",
+    headers=(),
+):
     """Submit through the gateway with swaks; auth is (username, secret)."""
     assert shutil.which("swaks"), "swaks is not installed (apt-get install swaks)"
     command = [
-        "swaks", "--server", stack.submission_host, "--port", str(stack.submission_port),
-        "--from", sender, "--to", to, "--body", body, "--timeout", "20",
+        "swaks",
+        "--server",
+        stack.submission_host,
+        "--port",
+        str(stack.submission_port),
+        "--from",
+        sender,
+        "--to",
+        to,
+        "--body",
+        body,
+        "--timeout",
+        "20",
     ]
     if tls:
         command.append("--tls")
     if auth:
-        command += ["--auth", "PLAIN", "--auth-user", auth[0], "--auth-password", auth[1]]
+        command += [
+            "--auth",
+            "PLAIN",
+            "--auth-user",
+            auth[0],
+            "--auth-password",
+            auth[1],
+        ]
     for header in headers:
         command += ["--header", header]
     command += list(args)

@@ -31,8 +31,11 @@ class Zone:
             self.records.setdefault((_key(name), rtype), []).append(rr)
 
     def add_a(self, name, address):
-        self.add(name, "AAAA" if ":" in address else "A",
-                 AAAA(address) if ":" in address else A(address))
+        self.add(
+            name,
+            "AAAA" if ":" in address else "A",
+            AAAA(address) if ":" in address else A(address),
+        )
 
     def add_mx(self, name, exchange, preference=10):
         self.add(name, "MX", MX(exchange, preference))
@@ -42,7 +45,9 @@ class Zone:
         if isinstance(value, str):
             raw = value.encode()
             value = [raw[i : i + 255] for i in range(0, len(raw), 255)] or [b""]
-        self.add(name, "TXT", TXT([v if isinstance(v, bytes) else v.encode() for v in value]))
+        self.add(
+            name, "TXT", TXT([v if isinstance(v, bytes) else v.encode() for v in value])
+        )
 
     def add_tlsa(self, name, usage, selector, matching_type, data):
         self.add(name, "TLSA", TLSA(usage, selector, matching_type, data))

@@ -48,7 +48,11 @@ class Process:
         self.log = Path(log_dir) / f"{name}.log"
         self._log_file = open(self.log, "ab")
         self.popen = subprocess.Popen(
-            args, cwd=ROOT, env=env, stdout=self._log_file, stderr=subprocess.STDOUT,
+            args,
+            cwd=ROOT,
+            env=env,
+            stdout=self._log_file,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
 
@@ -70,7 +74,9 @@ class Process:
 
 
 def start_gateway(env, log_dir):
-    process = Process("gateway", [sys.executable, "manage.py", "run_gateway"], env, log_dir)
+    process = Process(
+        "gateway", [sys.executable, "manage.py", "run_gateway"], env, log_dir
+    )
     host, port = env["POSTERN_SUBMISSION_LISTEN"].rsplit(":", 1)
     wait_for_port(host, int(port), process=process.popen)
     return process
@@ -78,10 +84,21 @@ def start_gateway(env, log_dir):
 
 def start_worker(env, log_dir, name="worker", concurrency=2):
     args = [
-        sys.executable, "-m", "celery", "-A", "relay", "worker", "-B",
-        "--concurrency", str(concurrency), "--loglevel", "INFO",
-        "--hostname", f"{name}@%h",
-        "--schedule", str(Path(log_dir) / f"{name}-beat-schedule"),
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "relay",
+        "worker",
+        "-B",
+        "--concurrency",
+        str(concurrency),
+        "--loglevel",
+        "INFO",
+        "--hostname",
+        f"{name}@%h",
+        "--schedule",
+        str(Path(log_dir) / f"{name}-beat-schedule"),
     ]
     process = Process(name, args, env, log_dir)
     wait_for_line(process.log, "ready.", process=process.popen)

@@ -9,13 +9,13 @@ import shutil
 import signal
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
 import psycopg
 import redis
 
 from tests.support.processes import free_port
+from tests.support.waiting import wait_until
 
 
 def postgres_bin_dir():
@@ -25,13 +25,9 @@ def postgres_bin_dir():
     return Path(candidates[-1])
 
 
-def wait_until(predicate, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise TimeoutError(f"{what} after {timeout}s")
+def wait_or_fail(predicate, timeout, what):
+    if not wait_until(predicate, timeout, interval=0.1):
+        raise TimeoutError(f"{what} after {timeout}s")
 
 
 class PrivatePostgres:
@@ -76,7 +72,7 @@ class PrivatePostgres:
         options = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1"
         self._run("pg_ctl", "start", "-w", "-t", "60", "-D", str(self.data),
                   "-l", str(self.log), "-o", options)
-        wait_until(self.is_up, 30, "PostgreSQL does not answer")
+        wait_or_fail(self.is_up, 30, "PostgreSQL does not answer")
 
     def stop(self, mode="immediate"):
         """Immediate mode is a crash as far as clients see: connections drop
@@ -127,7 +123,7 @@ class PrivateRedis:
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
         log.close()
-        wait_until(self.is_up, 30, "Redis does not answer")
+        wait_or_fail(self.is_up, 30, "Redis does not answer")
         return self
 
     def is_up(self):

@@ -17,7 +17,9 @@ class TCPRelay:
     def start(self):
         self.listener = socket.create_server((self.host, self.port or 0))
         self.port = self.listener.getsockname()[1]
-        accept = threading.Thread(target=self._accept, args=(self.listener,), daemon=True)
+        accept = threading.Thread(
+            target=self._accept, args=(self.listener,), daemon=True
+        )
         accept.start()
         return self
 

@@ -27,7 +27,9 @@ class Command(BaseCommand):
     @transaction.atomic
     def handle(self, *args, credentials_file, **options):
         if Tenant.objects.filter(name="Demo Shop").exists():
-            self.stdout.write(f"Demo tenant exists; credentials are in {credentials_file}")
+            self.stdout.write(
+                f"Demo tenant exists; credentials are in {credentials_file}"
+            )
             return
 
         password = secrets.token_urlsafe(12)
@@ -35,7 +37,9 @@ class Command(BaseCommand):
         tenant = Tenant.objects.create(name="Demo Shop", status=Tenant.APPROVED)
         Membership.objects.create(user=staff, tenant=tenant, role=Membership.OWNER)
         domain = Domain.objects.create(
-            tenant=tenant, name=DEMO_DOMAIN, verified_at=timezone.now(),
+            tenant=tenant,
+            name=DEMO_DOMAIN,
+            verified_at=timezone.now(),
             last_check_result="Marked verified by dev_setup (no DNS check).",
         )
         generate_key(domain)
@@ -47,4 +51,6 @@ class Command(BaseCommand):
                 f"SMTP_USERNAME={credential.username}\nSMTP_SECRET={secret}\n"
                 f"SENDER=app@{DEMO_DOMAIN}\n"
             )
-        self.stdout.write(f"Demo tenant created; credentials written to {credentials_file}")
+        self.stdout.write(
+            f"Demo tenant created; credentials written to {credentials_file}"
+        )
