@@ -42,10 +42,15 @@ class Scenario:
     # Settings for the gateway and workers, e.g. a pipeline stage turned off:
     # (("POSTERN_SOME_STAGE", "off"),). Scenarios grow with the pipeline.
     env: tuple = ()
+    # Offer load at this share of the delivered/s that the scenario named
+    # paced_by reached earlier in the same run, instead of as fast as possible.
+    paced_by: str = ""
+    pace: float = 1.0
 
 
 SCENARIOS = [
     Scenario("1KB rsa w1"),
+    Scenario("1KB rsa w1 half load", paced_by="1KB rsa w1", pace=0.5),
     Scenario("1KB rsa w2", workers=2),
     Scenario("1KB ed25519 w1", dkim="ed25519"),
     Scenario("100KB rsa w1", size=100 * 1024, share=0.5),
@@ -63,7 +68,8 @@ def percentile(values, fraction):
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
-def run_scenario(system, scenario, messages, sink_port, run_dir, time_limit):
+def run_scenario(system, scenario, messages, sink_port, run_dir, time_limit,
+                 rate=None):
     count = max(1, int(messages * scenario.share))
     recipients = [f"r{i}@{RECIPIENT_DOMAIN}" for i in range(scenario.recipients)]
     target = system.target(scenario.dkim)
@@ -74,14 +80,16 @@ def run_scenario(system, scenario, messages, sink_port, run_dir, time_limit):
     try:
         with MemorySampler(roles) as memory:
             load = asyncio.run(drive(target, prefix, count, scenario.sessions,
-                                     scenario.size, recipients, time_limit))
+                                     scenario.size, recipients, time_limit, rate))
             expected = len(load.accepted_at) * scenario.recipients
             sink.wait_for(expected, time_limit)
         cpu = {role: cpu_seconds(roots) - cpu_before[role]
                for role, roots in roles.items()}
     finally:
         final = sink.stop()
-    return summarise(system.name, scenario, load, final, cpu, memory.report())
+    row = summarise(system.name, scenario, load, final, cpu, memory.report())
+    row["offered_per_s"] = rate
+    return row
 
 
 def summarise(system, scenario, load, sink, cpu, memory):
@@ -185,16 +193,17 @@ def markdown(meta, rows, idle, compared):
         "brackets), MiB. Figures move with the machine's load: compare only "
         "figures from one run.",
         "",
-        "| system | scenario | accepted/s | delivered/s | p50 s | p95 s | p99 s "
-        "| CPU s/1000 | peak PSS MiB | failures |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| system | scenario | offered/s | accepted/s | delivered/s | p50 s | p95 s "
+        "| p99 s | CPU s/1000 | peak PSS MiB | failures |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for row in rows:
         memory = ", ".join(f"{role} {m['peak_pss_mib']} ({m['largest_process_mib']})"
                            for role, m in row["memory"].items())
         failures = sum(row["failures"].values())
         lines.append(
-            f"| {row['system']} | {row['scenario']} | {row['accepted_per_s']} "
+            f"| {row['system']} | {row['scenario']} "
+            f"| {row.get('offered_per_s') or 'all at once'} | {row['accepted_per_s']} "
             f"| {row['delivered_per_s']} | {row['latency_p50_s']} "
             f"| {row['latency_p95_s']} | {row['latency_p99_s']} "
             f"| {row['cpu_s_per_1000']} | {memory} | {failures} |"
@@ -256,10 +265,15 @@ def main(argv):
     system = Postern(run_dir, sink_port)
     try:
         for scenario in scenarios:
+            rate = pace_for(scenario, rows)
+            if rate == 0:
+                print(f"skipped {scenario.name}: needs {scenario.paced_by} first",
+                      file=sys.stderr)
+                continue
             system.configure(scenario.workers, dict(scenario.env))
             print(f"running {system.name}: {scenario.name}", flush=True)
             rows.append(run_scenario(system, scenario, args.messages, sink_port,
-                                     run_dir, args.time_limit))
+                                     run_dir, args.time_limit, rate))
             print(json.dumps(rows[-1]), flush=True)
         if not wanted or "idle" in wanted:
             system.configure(1, {})
@@ -291,6 +305,17 @@ def main(argv):
     compared = ratios(rows)
     write_results(meta, rows, idle, compared)
     print(markdown(meta, rows, idle, compared))
+    return 0
+
+
+def pace_for(scenario, rows):
+    """The offered rate for a paced scenario (0 when the scenario it is paced
+    by has not run), None for one that is not paced."""
+    if not scenario.paced_by:
+        return None
+    for row in rows:
+        if row["scenario"] == scenario.paced_by and row["delivered_per_s"]:
+            return round(row["delivered_per_s"] * scenario.pace, 1)
     return 0
 
 

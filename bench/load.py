@@ -40,7 +40,10 @@ class LoadResult:
     finished: float = 0.0
 
 
-async def drive(target, prefix, count, sessions, size, recipients, time_limit):
+async def drive(target, prefix, count, sessions, size, recipients, time_limit,
+                rate=None):
+    """rate: messages per second to offer in all (paced by their numbers);
+    None sends as fast as the server answers."""
     result = LoadResult(started=time.monotonic())
     numbers = itertools.count(1)
 
@@ -51,6 +54,9 @@ async def drive(target, prefix, count, sessions, size, recipients, time_limit):
             number = next(numbers)
             if number > count:
                 break
+            if rate:
+                due = result.started + (number - 1) / rate
+                await asyncio.sleep(max(0.0, due - time.monotonic()))
             if session is None or not session.is_open:
                 if opened >= 3 * count:
                     break

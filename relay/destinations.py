@@ -61,10 +61,9 @@ def release_slot(domain, token):
     )
 
 
-def take_send_permit(domain):
+def take_send_permit(domain, per_minute):
     """Count one message to the destination in this minute; False when the
-    minute's allowance is used up."""
-    _, per_minute = limits_for(domain)
+    minute's allowance (per_minute, from limits_for) is used up."""
     if not per_minute:
         return True
     minute = timezone.now().replace(second=0, microsecond=0)

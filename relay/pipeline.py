@@ -1,22 +1,28 @@
 """The message pipeline, in the order a message goes through it.
 
-process_message: claim → check the sender again → complete headers → DKIM
-sign → queue for delivery. deliver_to_domain: claim the domain's recipients →
-drop the suppressed, hold development mail → route → take a connection slot
-→ one SMTP session, over which further messages for the domain follow →
-settle each recipient → report failures. Both are safe to run twice for the
-same message.
+process_message: claim the message, and the received messages waiting behind
+it → check each sender again → complete headers → DKIM sign → queue for
+delivery → deliver at once. deliver_to_domain: claim a batch of due
+recipients at one domain (several messages) → drop the suppressed, hold
+development mail → route → take a connection slot → one SMTP session, over
+which batch after batch is sent → settle each batch → report failures. Both
+are safe to run twice for the same message.
+
+Work goes in batches because the database round trips around a message cost
+far more than the message itself: a batch's claim, look-ups and outcomes take
+a few statements whatever its size (bench/README.md has the figures).
 """
 
 import logging
 import random
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from email.utils import format_datetime
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
+from django.db.models import Case, Exists, OuterRef, Value, When
 from django.utils import timezone
 
 from policies.sender import (
@@ -49,54 +55,121 @@ from relay.models import (
 
 log = logging.getLogger("postern.pipeline")
 
+# A delivery batch holds the signed bytes of its messages in memory: it takes
+# messages up to this many bytes together (always at least one).
+BATCH_BYTES = 16 * 1024 * 1024
+
 
 def record(message, kind, detail=""):
-    MessageEvent.objects.create(message=message, kind=kind, detail=detail)
-    log.info("event=%s queue_id=%s %s", kind, message.queue_id, detail)
+    record_all([(message, kind, detail)])
+
+
+def record_all(events):
+    """Write events, each (message, kind, detail), in one insert."""
+    MessageEvent.objects.bulk_create(
+        MessageEvent(message=message, kind=kind, detail=detail)
+        for message, kind, detail in events
+    )
+    for message, kind, detail in events:
+        log.info("event=%s queue_id=%s %s", kind, message.queue_id, detail)
 
 
 # --- processing ---------------------------------------------------------
 
 
 def process_message(message_id):
-    message = claim_for_processing(message_id)
-    if message is None:
+    messages = claim_for_processing(message_id)
+    if not messages:
         return
 
-    headers = parse_headers(message.raw)
-    refusal = recheck_sender(message, headers)
-    if refusal:
-        reject(message, str(refusal))
-        return
+    lookups = SenderLookups()
+    signed = []
+    for message in messages:
+        result = sign_message(message, lookups)
+        if result is not None:
+            signed.append((message, *result))
 
-    raw = to_crlf(received_header(message) + complete_headers(message.raw, headers))
-    try:
-        key = signing.active_key(signing_domain(headers), message.tenant_id)
-    except signing.NoSigningKey as exc:
-        reject(message, f"550 5.7.1 Not signed: {exc}")
-        return
-    signed = signing.sign(raw, key) + raw
-
-    if queue_for_delivery(message, signed, key):
-        enqueue_deliveries(message.id)
+    queued = queue_for_delivery(signed)
+    if queued:
+        deliver_queued(queued)
 
 
 def claim_for_processing(message_id):
-    # The conditional update closes the race between two workers given the
-    # same message (a redelivered task, or the sweeper's re-enqueue): only
-    # one of them moves it out of RECEIVED.
-    claimed = Message.objects.filter(pk=message_id, state=Message.RECEIVED).update(
-        state=Message.PROCESSING, state_changed_at=timezone.now()
-    )
-    if not claimed:
+    """The message, and while a backlog waits the received messages behind
+    it, moved to PROCESSING for this run."""
+    now = timezone.now()
+    if not connection.features.has_select_for_update_skip_locked:
+        # The conditional update closes the race between two workers given
+        # the same message: only one of them moves it out of RECEIVED.
+        claimed = Message.objects.filter(pk=message_id, state=Message.RECEIVED).update(
+            state=Message.PROCESSING, state_changed_at=now
+        )
+        ids = [message_id] if claimed else []
+    else:
+        # Rows locked by another run are skipped, not waited for; a row that
+        # run has moved on by the time the lock is taken is checked again
+        # against state=RECEIVED, so two runs never claim one message.
+        first = Case(When(pk=message_id, then=Value(0)), default=Value(1))
+        with transaction.atomic():
+            ids = list(
+                Message.objects.select_for_update(skip_locked=True)
+                .filter(state=Message.RECEIVED)
+                .order_by(first, "pk")
+                .values_list("pk", flat=True)[: settings.PROCESSING_BATCH]
+            )
+            Message.objects.filter(pk__in=ids).update(
+                state=Message.PROCESSING, state_changed_at=now
+            )
+    claimed = Message.objects.select_related("tenant").filter(pk__in=ids)
+    return list(claimed.order_by("pk"))
+
+
+class SenderLookups:
+    """What one run looks up once per tenant instead of once per message."""
+
+    def __init__(self):
+        self._domains = {}
+        self._keys = {}
+
+    def verified_domains(self, tenant_id):
+        if tenant_id not in self._domains:
+            self._domains[tenant_id] = verified_domain_names(tenant_id)
+        return self._domains[tenant_id]
+
+    def signing_key(self, domain_name, tenant_id):
+        if (domain_name, tenant_id) not in self._keys:
+            try:
+                key = signing.active_key(domain_name, tenant_id)
+            except signing.NoSigningKey as exc:
+                key = exc
+            self._keys[domain_name, tenant_id] = key
+        key = self._keys[domain_name, tenant_id]
+        if isinstance(key, signing.NoSigningKey):
+            raise key
+        return key
+
+
+def sign_message(message, lookups):
+    """(signed bytes, key), or None when the message was rejected."""
+    headers = parse_headers(message.raw)
+    refusal = recheck_sender(message, headers, lookups)
+    if refusal:
+        reject(message, str(refusal))
         return None
-    return Message.objects.select_related("tenant").get(pk=message_id)
+
+    raw = to_crlf(received_header(message) + complete_headers(message.raw, headers))
+    try:
+        key = lookups.signing_key(signing_domain(headers), message.tenant_id)
+    except signing.NoSigningKey as exc:
+        reject(message, f"550 5.7.1 Not signed: {exc}")
+        return None
+    return signing.sign(raw, key) + raw, key
 
 
-def recheck_sender(message, headers):
+def recheck_sender(message, headers, lookups):
     if not message.tenant.may_send:
         return f"550 5.7.1 Account {message.tenant.status}"
-    domains = verified_domain_names(message.tenant_id)
+    domains = lookups.verified_domains(message.tenant_id)
     return check_envelope_sender(message.mail_from, domains) or check_header_sender(
         headers, domains
     )
@@ -139,152 +212,238 @@ def reject(message, reason):
         record(message, "rejected", reason)
 
 
-def queue_for_delivery(message, signed, key):
+def queue_for_delivery(signed):
+    """Store each (message, signed bytes, key) and queue it, in one
+    transaction; returns the messages queued."""
+    now = timezone.now()
+    queued = []
     with transaction.atomic():
-        moved = Message.objects.filter(pk=message.pk, state=Message.PROCESSING).update(
-            state=Message.QUEUED, signed=signed, state_changed_at=timezone.now()
+        for message, data, key in signed:
+            moved = Message.objects.filter(
+                pk=message.pk, state=Message.PROCESSING
+            ).update(state=Message.QUEUED, signed=data, state_changed_at=now)
+            if moved:
+                queued.append((message, key))
+        record_all(
+            [(m, "signed", f"d={k.domain.name} s={k.selector}") for m, k in queued]
         )
-        if moved:
-            record(message, "signed", f"d={key.domain.name} s={key.selector}")
-            webhooks.announce(message, "queued")
-    return bool(moved)
+        webhooks.announce_all([(m, "queued", None, "") for m, _ in queued])
+    return [message for message, _ in queued]
 
 
-def enqueue_deliveries(message_id):
+def deliver_queued(messages):
+    """Deliver to the first destination of the newly queued messages in this
+    run (its batches include the others' recipients there); every further
+    destination gets a task of its own, so that they go out in parallel."""
     from relay.tasks import deliver
 
-    domains = (
-        Recipient.objects.filter(message_id=message_id, state=Recipient.QUEUED)
-        .values_list("domain", flat=True)
-        .distinct()
-    )
-    for domain in domains:
+    destinations_seen = {}
+    pairs = Recipient.objects.filter(
+        message_id__in=[m.pk for m in messages], state=Recipient.QUEUED
+    ).values_list("message__tenant_id", "domain", "message_id")
+    for tenant_id, domain, message_id in pairs.order_by("message_id"):
+        destinations_seen.setdefault((tenant_id, domain), message_id)
+    if not destinations_seen:
+        return
+    (first, *others) = destinations_seen.items()
+    for (_, domain), message_id in others:
         deliver.delay(message_id, domain)
+    (tenant_id, domain), _ = first
+    deliver_due(domain, tenant_id)
 
 
 # --- delivery -----------------------------------------------------------
 
 
 @dataclass
-class Batch:
-    """The recipients of one message at one domain that one run owns."""
+class Item:
+    """One message and its recipients at the batch's domain."""
 
     message: Message
-    token: uuid.UUID
     recipients: list
 
 
-def deliver_to_domain(message_id, domain):
-    batch = claim_batch(message_id, domain)
-    if batch is None:
-        return
-    tenant_id = batch.message.tenant_id
+@dataclass
+class Batch:
+    """The recipients at one domain that one run owns (its claim token),
+    grouped by message, in the order they are sent."""
 
+    token: uuid.UUID
+    tenant_id: int
+    items: list = field(default_factory=list)
+
+
+@dataclass
+class Outcome:
+    """What became of one recipient in one attempt: the reply, and the
+    attempt to record (None when no server was reached)."""
+
+    message: Message
+    recipient: Recipient
+    reply: smtp_client.Reply
+    attempt: DeliveryAttempt | None = None
+
+
+def deliver_to_domain(message_id, domain):
+    """Deliver what is due at domain for the message's tenant (the message's
+    own recipients with the rest)."""
+    tenant_id = (
+        Message.objects.filter(pk=message_id, state=Message.QUEUED)
+        .values_list("tenant_id", flat=True)
+        .first()
+    )
+    if tenant_id is not None:
+        deliver_due(domain, tenant_id)
+
+
+def deliver_due(domain, tenant_id):
+    """Deliver the tenant's due recipients at domain, one session after
+    another until none are left."""
+    while True:
+        batch = claim_batch(domain, tenant_id)
+        if batch is None:
+            return
+        if not deliver_batches(domain, batch):
+            return
+
+
+def deliver_batches(domain, batch):
+    """One session for batch and those after it; True when it ended because
+    the session had carried its share of messages and more may be due."""
     try:
-        legs = routing.plan(domain, tenant_id)
+        legs = routing.plan(domain, batch.tenant_id)
     except routing.RouteError as exc:
         code = 550 if exc.permanent else 451
-        settle_batch(batch, smtp_client.Reply(code, f"{exc.status} {exc.text}"))
-        return
+        settle_remaining(batch, smtp_client.Reply(code, f"{exc.status} {exc.text}"))
+        return False
 
     slot = destinations.take_slot(domain)
     if slot is None:
         postpone(batch, "destination busy: connection limit reached")
-        return
+        return False
     try:
-        deliver_over_one_session(legs, domain, batch)
+        return deliver_over_one_session(legs, domain, batch)
     finally:
         destinations.release_slot(domain, slot)
 
 
-def claim_batch(message_id, domain):
-    """Claim the message's due recipients at domain, settle those that are
-    suppressed or held, and return the rest as a Batch (None if none)."""
-    token, recipients = claim_recipients(message_id, domain)
-    if not recipients:
+def claim_batch(domain, tenant_id):
+    """Claim the due recipients at domain of the tenant's oldest queued
+    messages, settle those that are suppressed or held, and return the rest as
+    a Batch (None if none)."""
+    now = timezone.now()
+    due = Recipient.objects.filter(
+        domain=domain, state__in=[Recipient.QUEUED, Recipient.DEFERRED]
+    ).exclude(next_attempt_at__gt=now)
+    candidates = (
+        Message.objects.filter(
+            tenant_id=tenant_id, state=Message.QUEUED, pk__in=due.values("message_id")
+        )
+        .order_by("pk")
+        .values_list("pk", "size")[: settings.DELIVERY_BATCH]
+    )
+    message_ids = within_batch_bytes(candidates)
+    if not message_ids:
         return None
-    message = Message.objects.select_related("credential").get(pk=message_id)
 
-    recipients = drop_suppressed(message, recipients, token)
-    if recipients and in_development_mode(message):
-        hold(message, recipients, token)
-        recipients = []
-    if not recipients:
-        finish_if_done(message)
-        return None
-    return Batch(message, token, recipients)
-
-
-def claim_recipients(message_id, domain):
     # A claim token, set by one conditional update, marks the recipients this
     # run owns: two runs for the same domain (a redelivered task, the
-    # sweeper, a run taking the message over an open session) never both send
-    # to one recipient. The update filters on the recipient's own columns
-    # only: a condition through a join would become a subquery that
-    # PostgreSQL does not check again after waiting for the row lock, and
-    # both runs would win.
+    # sweeper, another worker's run) never both send to one recipient. The
+    # update filters on the recipient's own columns only: a condition through
+    # a join would become a subquery that PostgreSQL does not check again
+    # after waiting for the row lock, and both runs would win.
     token = uuid.uuid4()
-    now = timezone.now()
-    if not Message.objects.filter(pk=message_id, state=Message.QUEUED).exists():
-        return token, []
-    Recipient.objects.filter(
-        message_id=message_id,
-        domain=domain,
-        state__in=[Recipient.QUEUED, Recipient.DEFERRED],
-    ).exclude(next_attempt_at__gt=now).update(
+    due.filter(message_id__in=message_ids).update(
         state=Recipient.SENDING, claim_token=token, claimed_at=now
     )
-    return token, list(Recipient.objects.filter(claim_token=token))
+    recipients = list(Recipient.objects.filter(claim_token=token).order_by("pk"))
+    if not recipients:
+        return None
+    messages = (
+        Message.objects.select_related("credential")
+        .defer("raw")
+        .in_bulk({r.message_id for r in recipients})
+    )
+    batch = Batch(token, tenant_id)
+    for message_id in sorted(messages):
+        mine = [r for r in recipients if r.message_id == message_id]
+        batch.items.append(Item(messages[message_id], mine))
+
+    drop_suppressed(batch)
+    hold_development_mail(batch)
+    if not batch.items:
+        return None
+    return batch
 
 
-def drop_suppressed(message, recipients, token):
-    kept = []
-    for rcpt in recipients:
-        entry = suppression.suppression_for(message.tenant_id, rcpt.address)
-        if entry is None:
-            kept.append(rcpt)
-            continue
-        reason = entry.get_reason_display()
-        detail = f"on the suppression list: {entry.entry} ({reason})"
-        with transaction.atomic():
-            owned = Recipient.objects.filter(pk=rcpt.pk, claim_token=token).update(
-                state=Recipient.SUPPRESSED, last_reply=detail, claim_token=None
-            )
-            if owned:
-                record(message, "suppressed", f"to={rcpt.address} {detail}")
-                webhooks.announce(message, "suppressed", rcpt, detail)
-    return kept
+def within_batch_bytes(candidates):
+    chosen, total = [], 0
+    for message_id, size in candidates:
+        if chosen and total + size > BATCH_BYTES:
+            break
+        chosen.append(message_id)
+        total += size
+    return chosen
 
 
-def in_development_mode(message):
-    if message.credential is not None and message.credential.development_mode:
-        return True
-    return TenantDeliverySettings.objects.filter(
-        tenant_id=message.tenant_id, development_mode=True
+def drop_suppressed(batch):
+    addresses = [r.address for item in batch.items for r in item.recipients]
+    found = suppression.suppressions_for(batch.tenant_id, addresses)
+    if not found:
+        return
+    outcomes = []
+    for item in batch.items:
+        for rcpt in [r for r in item.recipients if r.address in found]:
+            entry = found[rcpt.address]
+            reason = entry.get_reason_display()
+            detail = f"on the suppression list: {entry.entry} ({reason})"
+            item.recipients.remove(rcpt)
+            outcomes.append((item.message, rcpt, detail))
+    batch.items = [item for item in batch.items if item.recipients]
+    end_without_sending(batch.token, outcomes, Recipient.SUPPRESSED)
+
+
+def hold_development_mail(batch):
+    tenant_holds = TenantDeliverySettings.objects.filter(
+        tenant_id=batch.tenant_id, development_mode=True
     ).exists()
+    outcomes = []
+    for item in list(batch.items):
+        credential = item.message.credential
+        if tenant_holds or (credential is not None and credential.development_mode):
+            batch.items.remove(item)
+            detail = "held: development mode"
+            outcomes += [(item.message, r, detail) for r in item.recipients]
+    end_without_sending(batch.token, outcomes, Recipient.HELD)
 
 
-def hold(message, recipients, token):
-    detail = "held: development mode"
+def end_without_sending(token, outcomes, state):
+    """Settle recipients that are not sent to at all (suppressed, held):
+    outcomes are (message, recipient, detail). Rare enough for a statement
+    each."""
+    if not outcomes:
+        return
     with transaction.atomic():
-        owned = Recipient.objects.filter(pk__in=[r.pk for r in recipients])
-        owned.filter(claim_token=token).update(
-            state=Recipient.HELD, last_reply=detail, claim_token=None
-        )
-        for rcpt in recipients:
-            record(message, "held", f"to={rcpt.address}")
-            webhooks.announce(message, "held", rcpt, detail)
+        kept = [
+            (message, rcpt, detail)
+            for message, rcpt, detail in outcomes
+            if Recipient.objects.filter(pk=rcpt.pk, claim_token=token).update(
+                state=state, last_reply=detail, claim_token=None
+            )
+        ]
+        record_all([(m, state, f"to={r.address} {d}") for m, r, d in kept])
+        webhooks.announce_all([(m, state, r, d) for m, r, d in kept])
+    finish_done({message.pk for message, _, _ in outcomes})
 
 
 def deliver_over_one_session(legs, domain, batch):
     """Try the legs in order until one gives a session; send the batch, then
-    further due messages of the same tenant for the same domain over that
-    session (RFC 5321 section 3.3 allows many transactions per session)."""
+    further batches of the same tenant for the same domain over that session
+    (RFC 5321 section 3.3 allows many transactions per session). True when
+    the session stopped at DELIVERY_MESSAGES_PER_SESSION."""
     problem = None
-    tenant_id = batch.message.tenant_id
     for leg in legs:
         started = timezone.now()
-        sent = 0
         try:
             with smtp_client.Session(
                 leg.hop, settings.DELIVERY_HELO, settings.DELIVERY_TIMEOUT,
@@ -294,71 +453,72 @@ def deliver_over_one_session(legs, domain, batch):
                 refusal = session.open()
                 if refusal is not None:
                     problem = refusal
-                    record_attempts(batch, leg, refusal, "", started)
+                    record_attempts(batch, leg.hop, refusal, started)
                     continue
-                while batch is not None:
-                    if not destinations.take_send_permit(domain):
-                        postpone(batch, "destination busy: message rate limit reached")
-                        return
-                    send_batch(session, leg, batch, started)
-                    sent += 1
-                    started = timezone.now()
-                    batch = None
-                    if sent < settings.DELIVERY_MESSAGES_PER_SESSION:
-                        batch = claim_next_batch(domain, tenant_id)
-                return
+                return send_batches(session, leg, domain, batch)
         except smtp_client.ConnectionProblem as exc:
-            # The batch in hand goes on to the next leg; those already sent
-            # over this session are settled.
+            # What is left of the batch goes on to the next leg; what was sent
+            # over this session is settled.
             hop = leg.hop
             where = f"{hop.host}[{hop.address}]"
             problem = smtp_client.Reply(451, f"{exc.status} {where}: {exc}")
-            record_attempts(batch, leg, problem, "", started)
-    settle_batch(batch, problem)
+            record_attempts(batch, leg.hop, problem, started)
+    settle_remaining(batch, problem)
+    return False
 
 
-def send_batch(session, leg, batch, started):
-    message = batch.message
-    mail_options, rcpts = envelope_options(session, message, batch.recipients)
+def send_batches(session, leg, domain, batch):
+    _, per_minute = destinations.limits_for(domain)
+    sent = 0
+    while True:
+        sent += send_batch(session, leg, domain, per_minute, batch)
+        if batch.items:
+            postpone(batch, "destination busy: message rate limit reached")
+            return False
+        room = settings.DELIVERY_MESSAGES_PER_SESSION - sent
+        if room <= 0:
+            return True
+        batch = claim_batch(domain, batch.tenant_id)
+        if batch is None:
+            return False
+
+
+def send_batch(session, leg, domain, per_minute, batch):
+    """Send the batch's messages one after another and settle those sent, even
+    when the session breaks half way. Returns how many were sent; what stays
+    in batch.items was stopped by the destination's rate limit or by the
+    break."""
+    outcomes = []
+    try:
+        while batch.items:
+            if not destinations.take_send_permit(domain, per_minute):
+                break
+            item = batch.items[0]
+            started = timezone.now()
+            replies = send_item(session, batch.token, item)
+            for rcpt in item.recipients:
+                reply = replies[rcpt.address]
+                tls_version = session.tls_version
+                attempt = new_attempt(rcpt, leg.hop, reply, tls_version, started)
+                outcomes.append(Outcome(item.message, rcpt, reply, attempt))
+            batch.items.pop(0)
+    finally:
+        settle(batch.token, outcomes)
+    return len({o.message.pk for o in outcomes})
+
+
+def send_item(session, token, item):
+    """Send one message over the session; returns its replies by address. A
+    ConnectionProblem from here leaves the item to the caller."""
+    message = item.message
+    mail_options, rcpts = envelope_options(session, message, item.recipients)
 
     def mark(accepted):
-        mark_data_sent(batch, accepted)
+        mark_data_sent(token, message, accepted)
 
-    # A ConnectionProblem from here leaves the batch to the caller, which
-    # tries it on the next leg or defers it.
     return_path = bounces.return_path_for(message)
-    result = session.send(
-        return_path, mail_options, rcpts, bytes(message.signed), mark
-    )
-    bounced = []
-    for rcpt in batch.recipients:
-        reply = result.replies[rcpt.address]
-        record_attempt(rcpt, leg.hop, reply, session.tls_version, started)
-        if settle(message, rcpt, batch.token, reply) == Recipient.BOUNCED:
-            bounced.append(rcpt)
-    after_settling(message, bounced)
-
-
-def claim_next_batch(domain, tenant_id):
-    """Another message of the tenant with recipients due at domain, claimed,
-    or None. Only the same tenant's: the session's source address and TLS
-    follow from the tenant's settings."""
-    now = timezone.now()
-    candidates = (
-        Recipient.objects.filter(
-            domain=domain, message__tenant_id=tenant_id, message__state=Message.QUEUED,
-            state__in=[Recipient.QUEUED, Recipient.DEFERRED],
-        )
-        .exclude(next_attempt_at__gt=now)
-        .order_by("message_id")
-        .values_list("message_id", flat=True)
-        .distinct()[:10]
-    )
-    for message_id in candidates:
-        batch = claim_batch(message_id, domain)
-        if batch is not None:
-            return batch
-    return None
+    result = session.send(return_path, mail_options, rcpts, bytes(message.signed), mark)
+    return result.replies
 
 
 def envelope_options(session, message, recipients):
@@ -389,26 +549,23 @@ def envelope_options(session, message, recipients):
     return mail_options, rcpts
 
 
-def mark_data_sent(batch, accepted):
+def mark_data_sent(token, message, accepted):
     # Written (and committed) right before the message and its end mark go
     # out. If the run dies after this, the sweeper finds the mark and does
     # not send again (sweeper.expire_claims). What remains: a run killed
     # between this commit and the write to the socket leaves a recipient
     # marked unconfirmed that never got the message; a run killed after the
-    # server's 250 but before settle() leaves one that did. Either way it is
-    # sent at most once and shown as unconfirmed, never silently.
+    # server's 250 but before its batch is settled leaves one that did.
+    # Either way it is sent at most once and shown as unconfirmed, never
+    # silently.
     Recipient.objects.filter(
-        claim_token=batch.token, address__in=accepted, message_id=batch.message.pk
+        claim_token=token, address__in=accepted, message_id=message.pk
     ).update(data_sent_at=timezone.now())
 
 
-def record_attempts(batch, leg, reply, tls_version, started):
-    for rcpt in batch.recipients:
-        record_attempt(rcpt, leg.hop, reply, tls_version, started)
-
-
-def record_attempt(rcpt, hop, reply, tls_version, started):
-    DeliveryAttempt.objects.create(
+def new_attempt(rcpt, hop, reply, tls_version, started):
+    """An unsaved DeliveryAttempt; settle() writes them in one insert."""
+    return DeliveryAttempt(
         recipient=rcpt,
         remote_host=hop.host,
         remote_address=hop.address,
@@ -420,47 +577,97 @@ def record_attempt(rcpt, hop, reply, tls_version, started):
     )
 
 
-def settle_batch(batch, reply):
-    bounced = [
-        rcpt for rcpt in batch.recipients
-        if settle(batch.message, rcpt, batch.token, reply) == Recipient.BOUNCED
-    ]
-    after_settling(batch.message, bounced)
+def record_attempts(batch, hop, reply, started):
+    DeliveryAttempt.objects.bulk_create(
+        new_attempt(rcpt, hop, reply, "", started)
+        for item in batch.items
+        for rcpt in item.recipients
+    )
 
 
-def settle(message, rcpt, token, reply):
-    """Record the outcome of an attempt for a recipient this run owns, and
-    return its new state (None if the claim was lost)."""
+def settle_remaining(batch, reply):
+    settle(
+        batch.token,
+        [Outcome(i.message, r, reply) for i in batch.items for r in i.recipients],
+    )
+    batch.items = []
+
+
+SETTLED_FIELDS = [
+    "state", "attempts", "last_reply", "claim_token", "data_sent_at",
+    "delivered_at", "next_attempt_at",
+]
+
+
+def settle(token, outcomes):
+    """Record the outcomes of attempts for recipients this run owns, in a
+    few statements for the whole batch: new states, attempts, events and
+    webhook posts; then failure reports and finished messages."""
+    if not outcomes:
+        return
     now = timezone.now()
-    attempts = rcpt.attempts + 1
-    if reply.accepted:
-        state, changes = Recipient.DELIVERED, {"delivered_at": now}
-    elif reply.permanent:
-        state, changes = Recipient.BOUNCED, {}
-    elif now - message.created_at > timedelta(seconds=settings.DELIVERY_GIVE_UP):
-        state, changes = Recipient.BOUNCED, {}
-        final = f"5.4.7 Delivery time expired; last reply: {reply}"
-        reply = smtp_client.Reply(550, final)
-    else:
-        state = Recipient.DEFERRED
-        changes = {"next_attempt_at": now + timedelta(seconds=retry_delay(attempts))}
+    for outcome in outcomes:
+        decide(outcome, now)
 
     with transaction.atomic():
-        owned = Recipient.objects.filter(pk=rcpt.pk, claim_token=token).update(
-            state=state, attempts=attempts, last_reply=str(reply), claim_token=None,
-            data_sent_at=None, **changes,
+        # Locking the owned rows keeps the sweeper from expiring the claim
+        # between this check and the update.
+        owned = set(
+            Recipient.objects.select_for_update()
+            .filter(pk__in=[o.recipient.pk for o in outcomes], claim_token=token)
+            .order_by("pk")
+            .values_list("pk", flat=True)
         )
-        if not owned:
-            return None
-        rcpt.state, rcpt.last_reply = state, str(reply)
-        detail = f"to={rcpt.address} reply={reply}"
-        if state == Recipient.DEFERRED:
-            detail += f" retry_at={changes['next_attempt_at'].isoformat()}"
-        record(message, state, detail)
-        webhooks.announce(message, state, rcpt, str(reply))
-        if state == Recipient.BOUNCED:
-            suppress_if_hard(message, rcpt, reply)
-    return state
+        kept = [o for o in outcomes if o.recipient.pk in owned]
+        Recipient.objects.bulk_update([o.recipient for o in kept], SETTLED_FIELDS)
+        DeliveryAttempt.objects.bulk_create(o.attempt for o in outcomes if o.attempt)
+        record_all([(o.message, o.recipient.state, describe(o)) for o in kept])
+        webhooks.announce_all(
+            [(o.message, o.recipient.state, o.recipient, str(o.reply)) for o in kept]
+        )
+        for o in kept:
+            if o.recipient.state == Recipient.BOUNCED:
+                suppress_if_hard(o.message, o.recipient, o.reply)
+
+    bounced = {}
+    for o in kept:
+        if o.recipient.state == Recipient.BOUNCED:
+            bounced.setdefault(o.message.pk, (o.message, []))[1].append(o.recipient)
+    for message, recipients in bounced.values():
+        dsn.queue_failure_report(message, recipients)
+    finish_done({o.message.pk for o in outcomes})
+
+
+def decide(outcome, now):
+    """Set the recipient's new state from the reply (and the message's
+    age); the reply becomes the final one when delivery is given up."""
+    rcpt, reply = outcome.recipient, outcome.reply
+    rcpt.attempts += 1
+    if reply.accepted:
+        rcpt.state, rcpt.delivered_at = Recipient.DELIVERED, now
+    elif reply.permanent:
+        rcpt.state = Recipient.BOUNCED
+    elif now - outcome.message.created_at > give_up_after():
+        rcpt.state = Recipient.BOUNCED
+        final = f"5.4.7 Delivery time expired; last reply: {reply}"
+        outcome.reply = smtp_client.Reply(550, final)
+    else:
+        rcpt.state = Recipient.DEFERRED
+        rcpt.next_attempt_at = now + timedelta(seconds=retry_delay(rcpt.attempts))
+    rcpt.last_reply = str(outcome.reply)
+    rcpt.claim_token = None
+    rcpt.data_sent_at = None
+
+
+def give_up_after():
+    return timedelta(seconds=settings.DELIVERY_GIVE_UP)
+
+
+def describe(outcome):
+    detail = f"to={outcome.recipient.address} reply={outcome.reply}"
+    if outcome.recipient.state == Recipient.DEFERRED:
+        detail += f" retry_at={outcome.recipient.next_attempt_at.isoformat()}"
+    return detail
 
 
 def suppress_if_hard(message, rcpt, reply):
@@ -473,20 +680,18 @@ def suppress_if_hard(message, rcpt, reply):
 
 
 def postpone(batch, reason):
-    """Give the batch back without counting an attempt: it is tried again
-    shortly, when the destination has room."""
+    """Give what is left of the batch back without counting an attempt: it
+    is tried again shortly, when the destination has room."""
     retry_at = timezone.now() + timedelta(seconds=settings.DESTINATION_RETRY)
     with transaction.atomic():
         Recipient.objects.filter(claim_token=batch.token).update(
             state=Recipient.DEFERRED, next_attempt_at=retry_at, claim_token=None
         )
-        record(batch.message, "postponed", f"{reason}; retry_at={retry_at.isoformat()}")
-
-
-def after_settling(message, bounced):
-    if bounced:
-        dsn.queue_failure_report(message, bounced)
-    finish_if_done(message)
+        record_all(
+            [(i.message, "postponed", f"{reason}; retry_at={retry_at.isoformat()}")
+             for i in batch.items]
+        )
+    batch.items = []
 
 
 def retry_delay(attempts):
@@ -496,9 +701,11 @@ def retry_delay(attempts):
     return min(base, settings.DELIVERY_MAX_BACKOFF) * random.uniform(0.8, 1.2)
 
 
-def finish_if_done(message):
-    unfinished = message.recipients.exclude(state__in=Recipient.FINAL_STATES).exists()
-    if not unfinished:
-        Message.objects.filter(pk=message.pk, state=Message.QUEUED).update(
-            state=Message.DONE, state_changed_at=timezone.now()
-        )
+def finish_done(message_ids):
+    """Mark DONE those of the messages whose every recipient is final."""
+    unfinished = Recipient.objects.filter(message_id=OuterRef("pk")).exclude(
+        state__in=Recipient.FINAL_STATES
+    )
+    Message.objects.filter(pk__in=message_ids, state=Message.QUEUED).exclude(
+        Exists(unfinished)
+    ).update(state=Message.DONE, state_changed_at=timezone.now())

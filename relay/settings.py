@@ -214,6 +214,13 @@ DELIVERY_GIVE_UP = env_int("POSTERN_DELIVERY_GIVE_UP", 5 * 24 * 3600)
 TRANSPORT_OVERRIDES = env_transport_map("POSTERN_TRANSPORT_OVERRIDES")
 # Several messages for one domain share one SMTP session, up to this many.
 DELIVERY_MESSAGES_PER_SESSION = env_int("POSTERN_DELIVERY_MESSAGES_PER_SESSION", 50)
+# Work is claimed in batches: a worker processes up to PROCESSING_BATCH
+# received messages at once, and delivers up to DELIVERY_BATCH messages for
+# one domain before recording their outcomes together. Larger batches cost
+# fewer database round trips; a worker killed mid-batch leaves up to
+# DELIVERY_BATCH messages whose replies were not recorded (shown unconfirmed).
+PROCESSING_BATCH = env_int("POSTERN_PROCESSING_BATCH", 20, minimum=1)
+DELIVERY_BATCH = env_int("POSTERN_DELIVERY_BATCH", 20, minimum=1)
 # Per recipient domain, unless a DestinationPolicy says otherwise: open
 # connections at a time, and messages per minute (0: no limit).
 DESTINATION_MAX_CONNECTIONS = env_int("POSTERN_DESTINATION_MAX_CONNECTIONS", 5)

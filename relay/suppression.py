@@ -46,13 +46,28 @@ def _is_label(label):
 def suppression_for(tenant_id, address):
     """The entry that suppresses address for the tenant, or None. A domain
     entry covers addresses at exactly that domain, not its subdomains."""
-    address = address.lower()
-    domain = address.rpartition("@")[2]
-    return (
-        Suppression.objects.filter(tenant_id=tenant_id, entry__in=[address, domain])
-        .order_by("-created_at")
-        .first()
-    )
+    return suppressions_for(tenant_id, [address]).get(address)
+
+
+def suppressions_for(tenant_id, addresses):
+    """{address: the entry that suppresses it} for those of addresses the
+    tenant has suppressed, in one query; the newest entry wins."""
+    wanted = {}
+    for address in addresses:
+        lowered = address.lower()
+        wanted[address] = (lowered, lowered.rpartition("@")[2])
+    entries = {}
+    found = Suppression.objects.filter(
+        tenant_id=tenant_id, entry__in={e for pair in wanted.values() for e in pair}
+    ).order_by("created_at")
+    for entry in found:
+        entries[entry.entry] = entry
+    result = {}
+    for address, pair in wanted.items():
+        matches = [entries[e] for e in pair if e in entries]
+        if matches:
+            result[address] = max(matches, key=lambda entry: entry.created_at)
+    return result
 
 
 def suppress(tenant_id, raw_entry, reason, detail=""):

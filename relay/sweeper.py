@@ -81,8 +81,7 @@ def expire_claims(claimed_before):
                 message=rcpt.message, kind="unconfirmed", detail=f"to={rcpt.address}"
             )
             webhooks.announce(rcpt.message, "unconfirmed", rcpt, reply)
-    for message in {rcpt.message for rcpt in unsure}:
-        pipeline.finish_if_done(message)
+    pipeline.finish_done({rcpt.message_id for rcpt in unsure})
     retried = old.filter(data_sent_at__isnull=True).update(
         state=Recipient.DEFERRED, next_attempt_at=timezone.now(), claim_token=None
     )

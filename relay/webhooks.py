@@ -65,25 +65,39 @@ def add_webhook(tenant, url):
 
 def announce(message, event, recipient=None, detail=""):
     """Queue the event for every enabled webhook of the message's tenant."""
-    webhooks = list(Webhook.objects.filter(tenant_id=message.tenant_id, enabled=True))
-    if not webhooks:
+    announce_all([(message, event, recipient, detail)])
+
+
+def announce_all(events):
+    """Queue many events, each (message, event, recipient or None, detail),
+    with one look-up of the endpoints and one insert."""
+    if not events:
         return
-    body = json.dumps(
-        {
-            "event": event,
-            "event_id": uuid.uuid4().hex,
-            "queue_id": message.queue_id,
-            "recipient": recipient.address if recipient else None,
-            "detail": detail,
-            "at": timezone.now().isoformat(),
-        },
-        sort_keys=True,
-    )
+    tenant_ids = {message.tenant_id for message, *_ in events}
+    endpoints = {}
+    for webhook in Webhook.objects.filter(tenant_id__in=tenant_ids, enabled=True):
+        endpoints.setdefault(webhook.tenant_id, []).append(webhook)
+    if not endpoints:
+        return
     now = timezone.now()
-    posts = WebhookPost.objects.bulk_create(
-        WebhookPost(webhook=w, event=event, body=body, next_attempt_at=now)
-        for w in webhooks
-    )
+    posts = []
+    for message, event, recipient, detail in events:
+        body = json.dumps(
+            {
+                "event": event,
+                "event_id": uuid.uuid4().hex,
+                "queue_id": message.queue_id,
+                "recipient": recipient.address if recipient else None,
+                "detail": detail,
+                "at": now.isoformat(),
+            },
+            sort_keys=True,
+        )
+        posts += [
+            WebhookPost(webhook=w, event=event, body=body, next_attempt_at=now)
+            for w in endpoints.get(message.tenant_id, [])
+        ]
+    posts = WebhookPost.objects.bulk_create(posts)
     ids = [post.pk for post in posts]
     transaction.on_commit(lambda: _enqueue(ids))
 

@@ -119,14 +119,15 @@ def test_run_killed_before_data_is_retried_and_delivered_once(
 def test_two_runs_racing_for_a_recipient_claim_it_once(server):
     """The second run's claim waits on the first's row lock; once the first
     commits, the second must see the recipient taken."""
-    message = queue_message(make_tenant(), [f"carol@{DOMAIN}"])
+    tenant = make_tenant()
+    queue_message(tenant, [f"carol@{DOMAIN}"])
     first_claimed, release = threading.Event(), threading.Event()
     claims = {}
 
     def first_run():
         try:
             with transaction.atomic():
-                claims["first"] = pipeline.claim_recipients(message.pk, DOMAIN)[1]
+                claims["first"] = pipeline.claim_batch(DOMAIN, tenant.pk)
                 first_claimed.set()
                 release.wait(20)
         finally:
@@ -135,7 +136,7 @@ def test_two_runs_racing_for_a_recipient_claim_it_once(server):
     def second_run():
         try:
             first_claimed.wait(20)
-            claims["second"] = pipeline.claim_recipients(message.pk, DOMAIN)[1]
+            claims["second"] = pipeline.claim_batch(DOMAIN, tenant.pk)
         finally:
             connection.close()
 
@@ -147,8 +148,9 @@ def test_two_runs_racing_for_a_recipient_claim_it_once(server):
     for run in runs:
         run.join(20)
 
-    assert [r.address for r in claims["first"]] == [f"carol@{DOMAIN}"]
-    assert claims["second"] == []
+    [item] = claims["first"].items
+    assert [r.address for r in item.recipients] == [f"carol@{DOMAIN}"]
+    assert claims["second"] is None
 
 
 def waiting_for_locks():
