@@ -55,8 +55,8 @@ from relay.models import (
 
 log = logging.getLogger("postern.pipeline")
 
-# A delivery batch holds the signed bytes of its messages in memory: it takes
-# messages up to this many bytes together (always at least one).
+# A batch holds its messages' bytes in memory: it takes messages up to this
+# many bytes together (always at least one).
 BATCH_BYTES = 16 * 1024 * 1024
 
 
@@ -111,11 +111,11 @@ def claim_for_processing(message_id):
         # against state=RECEIVED, so two runs never claim one message.
         first = Case(When(pk=message_id, then=Value(0)), default=Value(1))
         with transaction.atomic():
-            ids = list(
+            ids = within_batch_bytes(
                 Message.objects.select_for_update(skip_locked=True)
                 .filter(state=Message.RECEIVED)
                 .order_by(first, "pk")
-                .values_list("pk", flat=True)[: settings.PROCESSING_BATCH]
+                .values_list("pk", "size")[: settings.PROCESSING_BATCH]
             )
             Message.objects.filter(pk__in=ids).update(
                 state=Message.PROCESSING, state_changed_at=now
@@ -593,10 +593,40 @@ def settle_remaining(batch, reply):
     batch.items = []
 
 
-SETTLED_FIELDS = [
-    "state", "attempts", "last_reply", "claim_token", "data_sent_at",
-    "delivered_at", "next_attempt_at",
-]
+# One statement for the whole batch; each row is updated only while this
+# run's claim token is on it (checked again after the row lock), so a claim
+# the sweeper expired meanwhile is left alone.
+SETTLE_SQL = """
+UPDATE relay_recipient AS r
+SET state = v.state, attempts = v.attempts, last_reply = v.last_reply,
+    delivered_at = v.delivered_at, next_attempt_at = v.next_attempt_at,
+    claim_token = NULL, data_sent_at = NULL
+FROM unnest(%s::bigint[], %s::varchar[], %s::integer[], %s::text[],
+            %s::timestamptz[], %s::timestamptz[])
+     AS v(id, state, attempts, last_reply, delivered_at, next_attempt_at)
+WHERE r.id = v.id AND r.claim_token = %s
+RETURNING r.id
+"""
+SETTLED_FIELDS = ["state", "attempts", "last_reply", "delivered_at", "next_attempt_at"]
+
+
+def store_settled(token, recipients):
+    """Write the recipients' new state where this run still owns them;
+    returns the ids written."""
+    if connection.vendor != "postgresql":
+        # SQLite (the development default) has no arrays: a statement each.
+        return {
+            r.pk
+            for r in recipients
+            if Recipient.objects.filter(pk=r.pk, claim_token=token).update(
+                claim_token=None, data_sent_at=None,
+                **{name: getattr(r, name) for name in SETTLED_FIELDS},
+            )
+        }
+    columns = [[getattr(r, name) for r in recipients] for name in SETTLED_FIELDS]
+    with connection.cursor() as cursor:
+        cursor.execute(SETTLE_SQL, [[r.pk for r in recipients], *columns, token])
+        return {row[0] for row in cursor.fetchall()}
 
 
 def settle(token, outcomes):
@@ -610,16 +640,8 @@ def settle(token, outcomes):
         decide(outcome, now)
 
     with transaction.atomic():
-        # Locking the owned rows keeps the sweeper from expiring the claim
-        # between this check and the update.
-        owned = set(
-            Recipient.objects.select_for_update()
-            .filter(pk__in=[o.recipient.pk for o in outcomes], claim_token=token)
-            .order_by("pk")
-            .values_list("pk", flat=True)
-        )
+        owned = store_settled(token, [o.recipient for o in outcomes])
         kept = [o for o in outcomes if o.recipient.pk in owned]
-        Recipient.objects.bulk_update([o.recipient for o in kept], SETTLED_FIELDS)
         DeliveryAttempt.objects.bulk_create(o.attempt for o in outcomes if o.attempt)
         record_all([(o.message, o.recipient.state, describe(o)) for o in kept])
         webhooks.announce_all(

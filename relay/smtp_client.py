@@ -270,27 +270,31 @@ class Session:
     ):
         smtp = self._smtp
         try:
-            code, text = smtp.mail(mail_from, mail_options)
-            if code != 250:
+            if smtp.has_extn("pipelining"):
+                mail, rcpts, data_reply = self._envelope_at_once(
+                    mail_from, mail_options, recipients
+                )
+            else:
+                mail, rcpts, data_reply = self._envelope_in_turn(
+                    mail_from, mail_options, recipients
+                )
+            accepted = [a for a, reply in zip(addresses, rcpts) if reply.accepted]
+            if mail.code != 250 or not accepted or data_reply.code != 354:
+                if data_reply is not None and data_reply.code == 354:
+                    # RFC 2920 section 3.1: a server that said 354 although
+                    # no recipient was taken is sent an empty message.
+                    smtp.send(b".\r\n")
+                    smtp.getreply()
                 self._reset()
-                return _all(result, addresses, Reply(code, _text(text)))
-
-            accepted = []
-            for address, options in recipients:
-                code, text = smtp.rcpt(address, options)
-                result.replies[address] = Reply(code, _text(text))
-                if 200 <= code < 300:
-                    accepted.append(address)
-            if not accepted:
-                self._reset()
+                if mail.code != 250:
+                    return _all(result, addresses, mail)
+                result.replies = dict(zip(addresses, rcpts))
+                if accepted:
+                    for address in accepted:
+                        result.replies[address] = data_reply
                 return result
 
-            code, text = smtp.docmd("DATA")
-            if code != 354:
-                self._reset()
-                for address in accepted:
-                    result.replies[address] = Reply(code, _text(text))
-                return result
+            result.replies = dict(zip(addresses, rcpts))
             before_end_of_data(accepted)
             smtp.send(prepare_data(data))
             smtp.sock.settimeout(self.data_timeout)
@@ -301,6 +305,38 @@ class Session:
         for address in accepted:
             result.replies[address] = Reply(code, _text(text))
         return result
+
+    def _envelope_in_turn(self, mail_from, mail_options, recipients):
+        """MAIL, each RCPT and DATA, each waiting for its reply; stops at the
+        first reply that ends the transaction. Returns (MAIL reply, RCPT
+        replies, DATA reply); what was not sent is None or empty."""
+        smtp = self._smtp
+        mail = Reply(*_decoded(smtp.mail(mail_from, mail_options)))
+        if mail.code != 250:
+            return mail, [], None
+        rcpts = [
+            Reply(*_decoded(smtp.rcpt(address, options)))
+            for address, options in recipients
+        ]
+        if not any(reply.accepted for reply in rcpts):
+            return mail, rcpts, None
+        return mail, rcpts, Reply(*_decoded(smtp.docmd("DATA")))
+
+    def _envelope_at_once(self, mail_from, mail_options, recipients):
+        """The same with PIPELINING (RFC 2920): MAIL, every RCPT and DATA go
+        in one write, and the replies are read in order after it; one round
+        trip instead of one per command."""
+        smtp = self._smtp
+        # SMTPUTF8 (RFC 6531) allows UTF-8 in the commands; without it a
+        # non-ASCII address raises UnicodeEncodeError before anything is sent.
+        utf8 = any(option.upper() == "SMTPUTF8" for option in mail_options)
+        commands = [_command("MAIL FROM:", mail_from, mail_options)]
+        commands += [_command("RCPT TO:", a, options) for a, options in recipients]
+        commands.append("DATA\r\n")
+        smtp.send("".join(commands).encode("utf-8" if utf8 else "ascii"))
+        mail = Reply(*_decoded(smtp.getreply()))
+        rcpts = [Reply(*_decoded(smtp.getreply())) for _ in recipients]
+        return mail, rcpts, Reply(*_decoded(smtp.getreply()))
 
     def _reset(self):
         try:
@@ -315,6 +351,15 @@ class Session:
             self._smtp.quit()
         except (smtplib.SMTPException, OSError):
             self._smtp.close()
+
+
+def _command(verb, address, options):
+    return f"{verb}{smtplib.quoteaddr(address)}{''.join(' ' + o for o in options)}\r\n"
+
+
+def _decoded(reply):
+    code, text = reply
+    return code, _text(text)
 
 
 def _describe(exc):

@@ -30,11 +30,14 @@ def outbound(settings, dns_server, delivery_port):
 
 @pytest.fixture
 def mx_hosts(delivery_port):
-    """Start test MX hosts: mx_hosts("127.0.0.2", tls_context=...)."""
+    """Start test MX hosts: mx_hosts("127.0.0.2", tls_context=...,
+    pipelining=False)."""
     started = []
 
-    def start(address, tls_context=None, smtputf8=True):
-        server = RemoteMX(address, delivery_port, tls_context, smtputf8).start()
+    def start(address, tls_context=None, smtputf8=True, pipelining=True):
+        server = RemoteMX(
+            address, delivery_port, tls_context, smtputf8, pipelining
+        ).start()
         started.append(server)
         return server
 

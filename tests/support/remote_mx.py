@@ -25,6 +25,7 @@ class Transaction:
 
 @dataclass
 class Behaviour:
+    mail_reply: str | None = None  # instead of accepting MAIL FROM
     rcpt_reply: dict = field(default_factory=dict)  # address -> reply line
     data_reply: str | None = None  # instead of accepting
     drop_at_end_of_data: bool = False  # close the connection instead of replying
@@ -48,7 +49,23 @@ class _Handler:
     def __init__(self, server):
         self.server = server
 
+    async def handle_EHLO(self, smtp, session, envelope, hostname, responses):
+        session.host_name = hostname
+        if self.server.pipelining:
+            responses.insert(-1, "250-PIPELINING")
+        return responses
+
+    async def handle_MAIL(self, smtp, session, envelope, address, mail_options):
+        if self.server.behaviour.mail_reply:
+            return self.server.behaviour.mail_reply
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 2.1.0 OK"
+
     async def handle_RCPT(self, smtp, session, envelope, address, rcpt_options):
+        # What the client sent after this RCPT without waiting for its reply
+        # (with PIPELINING, the remaining RCPTs and DATA).
+        self.server.unread_at_rcpt.append(bytes(smtp._reader._buffer))
         await self.server.behaviour.pause_at("rcpt")
         reply = self.server.behaviour.rcpt_reply.get(address)
         if reply:
@@ -87,9 +104,11 @@ class _Handler:
 class RemoteMX(MXServer):
     """The plain test MX, with the handler above."""
 
-    def __init__(self, host, port, tls_context=None, smtputf8=True):
+    def __init__(self, host, port, tls_context=None, smtputf8=True, pipelining=True):
         super().__init__(host, port, tls_context)
         self.behaviour = Behaviour()
+        self.pipelining = pipelining
+        self.unread_at_rcpt = []
         self.controller = Controller(
             _Handler(self),
             hostname=host,

@@ -36,6 +36,13 @@ class _Handler:
     def __init__(self, sink):
         self.sink = sink
 
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):
+        # Like the mail servers it stands in for: aiosmtpd reads pipelined
+        # commands in turn but does not announce it.
+        session.host_name = hostname
+        responses.insert(-1, "250-PIPELINING")
+        return responses
+
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         if self.sink.on_rcpt is not None:
             self.sink.on_rcpt(address)

@@ -1,0 +1,92 @@
+"""Command pipelining (RFC 2920): with a server that offers PIPELINING, MAIL,
+every RCPT and DATA go out in one write; without it, one at a time. Either
+way each recipient gets its own reply, and refusals leave the session usable
+for the next message."""
+
+import pytest
+
+from relay import pipeline
+from relay.models import Recipient
+from tests.support.delivery_fixtures import mx_hosts, outbound  # noqa: F401
+from tests.support.outbound import make_tenant, queue_message, serve_domain
+
+pytestmark = pytest.mark.django_db
+
+DOMAIN = "customer.example.net"
+
+
+@pytest.fixture(params=[True, False], ids=["pipelining", "in-turn"])
+def server(request, zone, outbound, mx_hosts):
+    serve_domain(zone, DOMAIN, (10, f"mx1.{DOMAIN}", "127.0.0.2"))
+    return mx_hosts("127.0.0.2", pipelining=request.param)
+
+
+def states(message):
+    return dict(message.recipients.values_list("address", "state"))
+
+
+def test_envelope_commands_are_pipelined_when_offered(server):
+    addresses = [f"a@{DOMAIN}", f"b@{DOMAIN}", f"c@{DOMAIN}"]
+    message = queue_message(make_tenant(), addresses)
+
+    pipeline.deliver_to_domain(message.pk, DOMAIN)
+
+    assert server.recipients == addresses
+    first_rcpt_unread = server.unread_at_rcpt[0]
+    if server.pipelining:
+        # When the first RCPT was read, the other two and DATA were already in.
+        assert first_rcpt_unread.count(b"RCPT TO:") == 2
+        assert first_rcpt_unread.endswith(b"DATA\r\n")
+    else:
+        assert first_rcpt_unread == b""
+
+
+def test_each_recipient_gets_its_own_reply(server):
+    server.behaviour.rcpt_reply[f"gone@{DOMAIN}"] = "550 5.1.1 No such user"
+    server.behaviour.rcpt_reply[f"full@{DOMAIN}"] = "452 4.2.2 Mailbox full"
+    tenant = make_tenant()
+    addresses = [f"ok@{DOMAIN}", f"gone@{DOMAIN}", f"full@{DOMAIN}"]
+    message = queue_message(tenant, addresses)
+
+    pipeline.deliver_to_domain(message.pk, DOMAIN)
+
+    assert states(message) == {
+        f"ok@{DOMAIN}": Recipient.DELIVERED,
+        f"gone@{DOMAIN}": Recipient.BOUNCED,
+        f"full@{DOMAIN}": Recipient.DEFERRED,
+    }
+    assert message.recipients.get(address=f"gone@{DOMAIN}").last_reply.startswith(
+        "550 5.1.1"
+    )
+    assert server.recipients == [f"ok@{DOMAIN}"]
+
+
+def test_a_message_whose_recipients_are_all_refused_leaves_the_session_usable(
+    server,
+):
+    server.behaviour.rcpt_reply[f"gone@{DOMAIN}"] = "550 5.1.1 No such user"
+    tenant = make_tenant()
+    refused = queue_message(tenant, [f"gone@{DOMAIN}"])
+    accepted = queue_message(tenant, [f"next@{DOMAIN}"])
+
+    pipeline.deliver_to_domain(refused.pk, DOMAIN)
+
+    assert states(refused) == {f"gone@{DOMAIN}": Recipient.BOUNCED}
+    assert states(accepted) == {f"next@{DOMAIN}": Recipient.DELIVERED}
+    # Both went over one session: the refusal did not break it.
+    assert len({t.session for t in server.received}) == 1
+    assert server.recipients == [f"next@{DOMAIN}"]
+
+
+def test_a_refused_sender_fails_every_recipient_with_that_reply(server):
+    server.behaviour.mail_reply = "550 5.7.1 Sender refused here"
+    message = queue_message(make_tenant(), [f"a@{DOMAIN}", f"b@{DOMAIN}"])
+
+    pipeline.deliver_to_domain(message.pk, DOMAIN)
+
+    replies = dict(message.recipients.values_list("address", "last_reply"))
+    assert replies == {
+        f"a@{DOMAIN}": "550 5.7.1 Sender refused here",
+        f"b@{DOMAIN}": "550 5.7.1 Sender refused here",
+    }
+    assert server.received == []
