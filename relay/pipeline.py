@@ -215,20 +215,47 @@ def reject(message, reason):
 def queue_for_delivery(signed):
     """Store each (message, signed bytes, key) and queue it, in one
     transaction; returns the messages queued."""
-    now = timezone.now()
-    queued = []
+    keys = {message.pk: (message, key) for message, _, key in signed}
     with transaction.atomic():
-        for message, data, key in signed:
-            moved = Message.objects.filter(
-                pk=message.pk, state=Message.PROCESSING
-            ).update(state=Message.QUEUED, signed=data, state_changed_at=now)
-            if moved:
-                queued.append((message, key))
+        moved = store_signed([(message.pk, data) for message, data, _ in signed])
+        queued = [keys[pk] for pk in sorted(moved)]
         record_all(
             [(m, "signed", f"d={k.domain.name} s={k.selector}") for m, k in queued]
         )
         webhooks.announce_all([(m, "queued", None, "") for m, _ in queued])
     return [message for message, _ in queued]
+
+
+# Only messages still in PROCESSING move on: one the sweeper gave back to
+# RECEIVED meanwhile belongs to another run now.
+QUEUE_SQL = """
+UPDATE relay_message AS m
+SET state = %s, signed = v.signed, state_changed_at = %s
+FROM unnest(%s::bigint[], %s::bytea[]) AS v(id, signed)
+WHERE m.id = v.id AND m.state = %s
+RETURNING m.id
+"""
+
+
+def store_signed(items):
+    """Store the signed bytes of each (message id, bytes) and move it to
+    QUEUED; returns the ids moved."""
+    now = timezone.now()
+    if connection.vendor != "postgresql":
+        # SQLite (the development default) has no arrays: a statement each.
+        return {
+            pk
+            for pk, data in items
+            if Message.objects.filter(pk=pk, state=Message.PROCESSING).update(
+                state=Message.QUEUED, signed=data, state_changed_at=now
+            )
+        }
+    ids, data = [pk for pk, _ in items], [d for _, d in items]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            QUEUE_SQL, [Message.QUEUED, now, ids, data, Message.PROCESSING]
+        )
+        return {row[0] for row in cursor.fetchall()}
 
 
 def deliver_queued(messages):
