@@ -19,6 +19,7 @@ from email.header import decode_header, make_header
 from email.parser import BytesHeaderParser
 from email.policy import SMTP as SMTP_POLICY
 from email.utils import getaddresses
+from functools import lru_cache
 
 from tenants.models import Domain
 
@@ -114,6 +115,51 @@ def parse_headers(raw):
     return BytesHeaderParser(policy=SMTP_POLICY).parsebytes(raw)
 
 
+def _field_values(headers, name):
+    """The values of every field called name, as received (unparsed)."""
+    name = name.lower()
+    return [value for key, value in headers.raw_items() if key.lower() == name]
+
+
+def _first_value(headers, name):
+    values = _field_values(headers, name)
+    return values[0] if values else ""
+
+
+def _parse_address_field(name, value):
+    """An address field as the header registry reads it: its decoded text
+    and the addresses in it."""
+    shown = str(SMTP_POLICY.header_fetch_parse(name, value))
+    return shown, tuple(addr for _, addr in getaddresses([shown]) if addr)
+
+
+# The registry's parser is the costliest step of checking a message, and an
+# application sends nearly all its mail with the same From. A reading depends
+# on nothing but the field's name and value, so a remembered one is the same
+# as a new one. Values longer than a line (RFC 5322 2.1.1) are parsed every
+# time, which keeps the cache small.
+_CACHED_VALUE_LENGTH = 998
+_parse_short_address_field = lru_cache(maxsize=1024)(_parse_address_field)
+
+
+def _address_field(name, value):
+    if len(value) > _CACHED_VALUE_LENGTH:
+        return _parse_address_field(name, value)
+    return _parse_short_address_field(name, value)
+
+
+def listed_from_and_subject(headers):
+    """The first From and Subject as the header registry decodes them, '' for
+    a missing one: what the message list shows and searches."""
+    author = _first_value(headers, "From")
+    subject = _first_value(headers, "Subject")
+    if author:
+        author, _ = _address_field("From", author)
+    if subject:
+        subject = str(SMTP_POLICY.header_fetch_parse("Subject", subject))
+    return author, subject
+
+
 def header_from_address(headers):
     """The single address of the From header, or a Refusal.
 
@@ -122,14 +168,14 @@ def header_from_address(headers):
     A From with several mailboxes is refused for the same reason, although
     RFC 5322 section 3.6.2 allows it together with a Sender field.
     """
-    fields = headers.get_all("From") or []
+    fields = _field_values(headers, "From")
     if not fields:
         return Refusal(550, "5.6.0", "Message has no From header (RFC 5322 3.6)")
     if len(fields) > 1:
         return Refusal(
             550, "5.6.0", "Message has more than one From header (RFC 5322 3.6)"
         )
-    addresses = [addr for _, addr in getaddresses([str(fields[0])]) if addr]
+    _, addresses = _address_field("From", fields[0])
     if len(addresses) != 1:
         return Refusal(550, "5.6.0", "From header must hold exactly one address")
     return addresses[0]
@@ -189,8 +235,9 @@ def check_header_sender(headers, domains, identities=()):
         return author
     claimed = [("From", author)]
     for field in ("Sender", "Reply-To"):
-        for value in headers.get_all(field) or []:
-            claimed += [(field, addr) for _, addr in getaddresses([str(value)]) if addr]
+        for value in _field_values(headers, field):
+            _, addresses = _address_field(field, value)
+            claimed += [(field, address) for address in addresses]
     for field, address in claimed:
         if not may_claim(address, domains, identities):
             return _not_allowed(field, address, domains)
