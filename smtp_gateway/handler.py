@@ -20,6 +20,7 @@ from policies.sender import (
     check_envelope_sender,
     check_header_sender,
     is_plausible_recipient,
+    listed_from_and_subject,
     parse_headers,
     parse_identity_patterns,
     verified_domain_names,
@@ -113,6 +114,7 @@ def _record_event(kind, peer_ip, username, detail=""):
 
 def _store(identity, envelope, raw, headers, peer_ip):
     db.close_old_connections()
+    header_from, subject = listed_from_and_subject(headers)
     message = accept_message(
         tenant_id=identity.tenant_id,
         credential_id=identity.credential_id,
@@ -121,7 +123,8 @@ def _store(identity, envelope, raw, headers, peer_ip):
         rcpt_tos=list(envelope.rcpt_tos),
         rcpt_params=list(envelope.rcpt_params),
         raw=raw,
-        headers=headers,
+        header_from=header_from,
+        subject=subject,
         client_address=peer_ip,
     )
     enqueue_processing(message)
