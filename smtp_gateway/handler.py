@@ -153,18 +153,21 @@ class SubmissionHandler:
     async def _in_thread(self, func, *args):
         return await asyncio.get_running_loop().run_in_executor(self.pool, func, *args)
 
-    async def _count(self, server, func, *args):
+    def _count_here(self, who, func, *args):
         """Run a step on the shared counters; returns (result, whether it ran).
 
         The counters live in Redis beside the broker. When Redis is down,
         intake goes on without limits or brute-force counting rather than
         stopping, as it goes on without the broker (relay/intake.py)."""
         try:
-            return await self._in_thread(func, self.counters, *args), True
+            return func(self.counters, *args), True
         except Exception as exc:
-            log.warning("event=counters_unavailable %s step=%s error=%s", server.who,
+            log.warning("event=counters_unavailable %s step=%s error=%s", who,
                         func.__name__, type(exc).__name__)
             return None, False
+
+    async def _count(self, server, func, *args):
+        return await self._in_thread(self._count_here, server.who, func, *args)
 
     async def handle_PROXY(self, server, session, envelope, proxy_data):
         return bool(proxy_data and proxy_data.valid)
@@ -305,12 +308,13 @@ class SubmissionHandler:
                 "552 5.3.4 Message size exceeds the limit of "
                 f"{identity.max_message_size} octets for this credential"
             )
-        full, _ = await self._count(
-            server, rate_limits.full_limit, identity.credential_id, identity.limits,
-            size,
-        )
-        if full:
-            return _rate_reply(full)
+        if identity.limits:
+            full, _ = await self._count(
+                server, rate_limits.full_limit, identity.credential_id,
+                identity.limits, size,
+            )
+            if full:
+                return _rate_reply(full)
         return "250 2.1.0 Sender OK"
 
     async def handle_RCPT(self, server, session, envelope, address, params):
@@ -352,24 +356,38 @@ class SubmissionHandler:
         return await self._accept(server, identity, envelope, raw, headers)
 
     async def _accept(self, server, identity, envelope, raw, headers):
-        full, counted = await self._count(
-            server, rate_limits.count_message, identity.credential_id, identity.limits,
-            len(raw),
-        )
-        if full:
-            return _rate_reply(full)
         try:
-            queue_id = await self._in_thread(
-                _store, identity, envelope, raw, headers, server.peer_ip
+            full, queue_id = await self._in_thread(
+                self._count_and_store, server.who, identity, envelope, raw, headers,
+                server.peer_ip,
             )
         except Exception:
             log.exception("event=intake_failed %s", server.who)
-            if counted:
-                await self._count(
-                    server, rate_limits.uncount_message, identity.credential_id,
-                    identity.limits, len(raw),
-                )
             return TEMPORARY_FAILURE
+        if full:
+            return _rate_reply(full)
         log.info("event=accepted %s queue_id=%s size=%d rcpts=%d", server.who,
                  queue_id, len(raw), len(envelope.rcpt_tos))
         return f"250 2.0.0 Ok: queued as {queue_id}"
+
+    def _count_and_store(self, who, identity, envelope, raw, headers, peer_ip):
+        """Count the message against the credential's limits, then store and
+        enqueue it, in one trip to the thread pool. Returns (full, None) when
+        a limit is reached, else (None, queue_id)."""
+        counted = False
+        if identity.limits:
+            full, counted = self._count_here(
+                who, rate_limits.count_message, identity.credential_id,
+                identity.limits, len(raw),
+            )
+            if full:
+                return full, None
+        try:
+            return None, _store(identity, envelope, raw, headers, peer_ip)
+        except Exception:
+            if counted:
+                self._count_here(
+                    who, rate_limits.uncount_message, identity.credential_id,
+                    identity.limits, len(raw),
+                )
+            raise
