@@ -33,10 +33,6 @@ from tenants.credentials import authenticate
 log = logging.getLogger("postern.gateway")
 
 TEMPORARY_FAILURE = "451 4.3.0 Temporary failure, please try again later"
-# RFC 5321 section 2.3.8: lines end with CRLF; a CR or LF alone is how a
-# second message is smuggled past a server that reads the end of data
-# differently from the next hop. Refused whole, never normalised.
-_BARE_LINE_ENDING = re.compile(rb"\r(?!\n)|(?<!\r)\n")
 # RFC 5321 section 4.5.3.1.6: 998 octets and CRLF. The library allows one
 # more octet for a transparency dot on every line; this is checked after the
 # dots are removed. Longer lines would be cut or refused further on, and a
@@ -70,7 +66,15 @@ class GatewayPolicy:
 
 
 def has_bare_line_ending(raw):
-    return _BARE_LINE_ENDING.search(raw) is not None
+    """RFC 5321 section 2.3.8: lines end with CRLF; a CR or LF alone is how a
+    second message is smuggled past a server that reads the end of data
+    differently from the next hop. Refused whole, never normalised.
+
+    Each CRLF holds one CR and one LF, so there is a CR or LF alone exactly
+    when either count is higher than the count of CRLF; three counts cost
+    less than a search with look-behind."""
+    pairs = raw.count(b"\r\n")
+    return raw.count(b"\r") != pairs or raw.count(b"\n") != pairs
 
 
 def _log_refusal(server, command, refusal):

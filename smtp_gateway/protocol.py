@@ -157,6 +157,27 @@ class SubmissionSMTP(SMTP):
         self._reset_timeout()
         super().data_received(data)
 
+    def _reset_timeout(self, duration=None):
+        # Called for every command and every chunk received. Moving the timer
+        # each time cost more than reading the rest of a small message, so
+        # the deadline moves and the timer stays, unless the new deadline is
+        # sooner; a timer that fires early waits for the deadline.
+        self._idle_deadline = self.loop.time() + (duration or self._timeout_duration)
+        handle = self._timeout_handle
+        if handle is not None and not handle.cancelled():
+            if handle.when() <= self._idle_deadline:
+                return
+            handle.cancel()
+        self._timeout_handle = self.loop.call_at(self._idle_deadline, self._idle_timer)
+
+    def _idle_timer(self):
+        if self.loop.time() < self._idle_deadline:
+            self._timeout_handle = self.loop.call_at(
+                self._idle_deadline, self._idle_timer
+            )
+            return
+        self._timeout_cb()
+
     def _timeout_cb(self):
         self.close_with("421 4.4.2 Idle for too long, closing connection")
 
