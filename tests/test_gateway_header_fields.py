@@ -1,6 +1,9 @@
 """Reading the address fields once and remembering the reading: the results
 are those of the email package's header registry, field by field."""
 
+from email.parser import BytesHeaderParser
+from email.policy import SMTP as SMTP_POLICY
+
 import pytest
 
 from policies import sender
@@ -84,3 +87,23 @@ def test_values_longer_than_a_line_are_read_but_not_remembered():
         )
         assert refusal.text.startswith("From domain bank.example is not")
     assert sender._parse_short_address_field.cache_info().currsize == before
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"From: <a@shop.example.test>\r\nSubject: Hi\r\n\r\nBody\r\n\r\nMore.\r\n",
+        b"From: <a@shop.example.test>\r\nX-Folded: one\r\n two\r\n\r\n",
+        b"From: <a@shop.example.test>\r\nSubject: no body\r\n",
+        b"\r\nSubject: in the body\r\n\r\nText.\r\n",
+        b"From: <a@shop.example.test>\n\nSubject: in the body\r\n\r\nText.\r\n",
+        b"",
+    ],
+)
+def test_only_the_header_section_is_parsed(raw):
+    whole = BytesHeaderParser(policy=SMTP_POLICY).parsebytes(raw)
+    parsed = parse_headers(raw)
+    assert list(parsed.raw_items()) == list(whole.raw_items())
+    _, _, body = raw.partition(b"\r\n\r\n")
+    if body:
+        assert body.decode() not in parsed.get_payload()
