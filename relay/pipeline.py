@@ -17,7 +17,7 @@ import logging
 import random
 import uuid
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from email.utils import format_datetime
 
 from django.conf import settings
@@ -282,12 +282,13 @@ def deliver_queued(messages):
 # --- delivery -----------------------------------------------------------
 
 
-@dataclass
+@dataclass(eq=False)
 class Item:
     """One message and its recipients at the batch's domain."""
 
     message: Message
     recipients: list
+    started: datetime | None = None  # when its transaction began
 
 
 @dataclass
@@ -514,29 +515,36 @@ def send_batch(session, leg, domain, per_minute, batch):
     """Send the batch's messages one after another and settle those sent, even
     when the session breaks half way. Returns how many were sent; what stays
     in batch.items was stopped by the destination's rate limit or by the
-    break."""
+    break (then possibly delivered: see Session.send)."""
     outcomes = []
+
+    def completed(done):
+        for item, result in done:
+            for rcpt in item.recipients:
+                reply = result.replies[rcpt.address]
+                attempt = new_attempt(
+                    rcpt, leg.hop, reply, session.tls_version, item.started
+                )
+                outcomes.append(Outcome(item.message, rcpt, reply, attempt))
+            batch.items.remove(item)
+
     try:
-        while batch.items:
+        for item in list(batch.items):
             if not destinations.take_send_permit(domain, per_minute):
                 break
-            item = batch.items[0]
-            started = timezone.now()
-            replies = send_item(session, batch.token, item)
-            for rcpt in item.recipients:
-                reply = replies[rcpt.address]
-                tls_version = session.tls_version
-                attempt = new_attempt(rcpt, leg.hop, reply, tls_version, started)
-                outcomes.append(Outcome(item.message, rcpt, reply, attempt))
-            batch.items.pop(0)
+            item.started = timezone.now()
+            completed(send_item(session, batch.token, item))
+        completed(session.finish())
     finally:
         settle(batch.token, outcomes)
     return len({o.message.pk for o in outcomes})
 
 
 def send_item(session, token, item):
-    """Send one message over the session; returns its replies by address. A
-    ConnectionProblem from here leaves the item to the caller."""
+    """Send one message over the session; returns [(item, TransactionResult)]
+    for the messages this completed (with PIPELINING, the one before). A
+    ConnectionProblem from here leaves the items not completed to the
+    caller."""
     message = item.message
     mail_options, rcpts = envelope_options(session, message, item.recipients)
 
@@ -544,8 +552,8 @@ def send_item(session, token, item):
         mark_data_sent(token, message, accepted)
 
     return_path = bounces.return_path_for(message)
-    result = session.send(return_path, mail_options, rcpts, bytes(message.signed), mark)
-    return result.replies
+    data = bytes(message.signed)
+    return session.send(return_path, mail_options, rcpts, data, mark, tag=item)
 
 
 def envelope_options(session, message, recipients):

@@ -156,6 +156,9 @@ class Session:
         )
         self._tls = tls
         self.greeting = None
+        # (tag, result, accepted) of a message whose end-of-data reply is
+        # still to be read (see send()).
+        self._unanswered = None
 
     def __enter__(self):
         return self
@@ -229,87 +232,93 @@ class Session:
     def supports(self, extension):
         return self._smtp.has_extn(extension)
 
-    def send(self, mail_from, mail_options, recipients, data, before_end_of_data):
+    def send(self, mail_from, mail_options, recipients, data, before_end_of_data,
+             tag=None):
         """One mail transaction. recipients: [(address, rcpt_options)].
+
+        Returns [(tag, TransactionResult)] for the transactions this call
+        completed, in order. With PIPELINING the reply to this message's end
+        of data is not waited for here: it is read after the next message's
+        envelope has been written (RFC 2920 section 3.1 lets message content
+        start a group of commands), by the next send() or by finish(), so one
+        round trip serves two messages. Without PIPELINING each call
+        completes its own transaction.
 
         before_end_of_data(accepted) runs after the server said 354 and right
         before the message and its end mark are written; see
         pipeline.mark_data_sent for why.
 
-        Raises ConnectionProblem when the session breaks before the reply to
-        the end of data.
+        Raises ConnectionProblem when the session breaks; a transaction whose
+        result was not returned may then have been delivered or not.
         """
-        result = TransactionResult()
         addresses = [address for address, _ in recipients]
+        result = TransactionResult()
         try:
-            return self._transaction(
-                result,
-                addresses,
-                mail_from,
-                mail_options,
-                recipients,
-                data,
-                before_end_of_data,
-            )
+            done, envelope = self._send_envelope(mail_from, mail_options, recipients)
         except UnicodeEncodeError:
             # A non-ASCII address for a server without SMTPUTF8: nothing was
             # sent for the command; RFC 6531 section 3.2 says bounce.
+            done = self.finish()
             self._reset()
             reply = Reply(553, "5.6.7 The receiving server does not support SMTPUTF8")
-            return _all(result, addresses, reply)
+            return done + [(tag, _all(result, addresses, reply))]
+        except (smtplib.SMTPException, OSError) as exc:
+            raise ConnectionProblem(_describe(exc)) from exc
 
-    def _transaction(
-        self,
-        result,
-        addresses,
-        mail_from,
-        mail_options,
-        recipients,
-        data,
-        before_end_of_data,
-    ):
-        smtp = self._smtp
+        mail, rcpts, data_reply = envelope
+        accepted = [a for a, reply in zip(addresses, rcpts) if reply.accepted]
         try:
-            if smtp.has_extn("pipelining"):
-                mail, rcpts, data_reply = self._envelope_at_once(
-                    mail_from, mail_options, recipients
-                )
-            else:
-                mail, rcpts, data_reply = self._envelope_in_turn(
-                    mail_from, mail_options, recipients
-                )
-            accepted = [a for a, reply in zip(addresses, rcpts) if reply.accepted]
             if mail.code != 250 or not accepted or data_reply.code != 354:
-                if data_reply is not None and data_reply.code == 354:
-                    # RFC 2920 section 3.1: a server that said 354 although
-                    # no recipient was taken is sent an empty message.
-                    smtp.send(b".\r\n")
-                    smtp.getreply()
-                self._reset()
-                if mail.code != 250:
-                    return _all(result, addresses, mail)
-                result.replies = dict(zip(addresses, rcpts))
-                if accepted:
-                    for address in accepted:
-                        result.replies[address] = data_reply
-                return result
-
+                self._end_refused(data_reply)
+                return done + [(tag, _refused(result, addresses, mail, rcpts,
+                                              accepted, data_reply))]
             result.replies = dict(zip(addresses, rcpts))
             before_end_of_data(accepted)
-            smtp.send(prepare_data(data))
+            self._smtp.send(prepare_data(data))
+        except (smtplib.SMTPException, OSError) as exc:
+            raise ConnectionProblem(_describe(exc)) from exc
+        self._unanswered = (tag, result, accepted)
+        if self._smtp.has_extn("pipelining"):
+            return done
+        return done + self.finish()
+
+    def finish(self):
+        """[(tag, TransactionResult)] for the transaction whose end of data is
+        still unanswered, once its reply is read; [] when there is none."""
+        if self._unanswered is None:
+            return []
+        tag, result, accepted = self._unanswered
+        self._unanswered = None
+        smtp = self._smtp
+        try:
             smtp.sock.settimeout(self.data_timeout)
-            code, text = smtp.getreply()
+            reply = Reply(*_decoded(smtp.getreply()))
             smtp.sock.settimeout(self.timeout)
         except (smtplib.SMTPException, OSError) as exc:
             raise ConnectionProblem(_describe(exc)) from exc
         for address in accepted:
-            result.replies[address] = Reply(code, _text(text))
-        return result
+            result.replies[address] = reply
+        return [(tag, result)]
+
+    def _send_envelope(self, mail_from, mail_options, recipients):
+        """Send MAIL, the RCPTs and DATA. Returns (the transactions completed
+        meanwhile, (MAIL reply, RCPT replies, DATA reply)); what was not sent
+        has no reply (None or missing)."""
+        smtp = self._smtp
+        if not smtp.has_extn("pipelining"):
+            return [], self._envelope_in_turn(mail_from, mail_options, recipients)
+        # All in one write; the replies are read in order after it: first the
+        # previous message's end of data, then these.
+        commands = _envelope_commands(mail_from, mail_options, recipients)
+        smtp.send(commands)
+        done = self.finish()
+        mail = Reply(*_decoded(smtp.getreply()))
+        rcpts = [Reply(*_decoded(smtp.getreply())) for _ in recipients]
+        return done, (mail, rcpts, Reply(*_decoded(smtp.getreply())))
 
     def _envelope_in_turn(self, mail_from, mail_options, recipients):
         """MAIL, each RCPT and DATA, each waiting for its reply; stops at the
-        first reply that ends the transaction. Returns (MAIL reply, RCPT
-        replies, DATA reply); what was not sent is None or empty."""
+        first reply that ends the transaction."""
         smtp = self._smtp
         mail = Reply(*_decoded(smtp.mail(mail_from, mail_options)))
         if mail.code != 250:
@@ -322,21 +331,13 @@ class Session:
             return mail, rcpts, None
         return mail, rcpts, Reply(*_decoded(smtp.docmd("DATA")))
 
-    def _envelope_at_once(self, mail_from, mail_options, recipients):
-        """The same with PIPELINING (RFC 2920): MAIL, every RCPT and DATA go
-        in one write, and the replies are read in order after it; one round
-        trip instead of one per command."""
-        smtp = self._smtp
-        # SMTPUTF8 (RFC 6531) allows UTF-8 in the commands; without it a
-        # non-ASCII address raises UnicodeEncodeError before anything is sent.
-        utf8 = any(option.upper() == "SMTPUTF8" for option in mail_options)
-        commands = [_command("MAIL FROM:", mail_from, mail_options)]
-        commands += [_command("RCPT TO:", a, options) for a, options in recipients]
-        commands.append("DATA\r\n")
-        smtp.send("".join(commands).encode("utf-8" if utf8 else "ascii"))
-        mail = Reply(*_decoded(smtp.getreply()))
-        rcpts = [Reply(*_decoded(smtp.getreply())) for _ in recipients]
-        return mail, rcpts, Reply(*_decoded(smtp.getreply()))
+    def _end_refused(self, data_reply):
+        if data_reply is not None and data_reply.code == 354:
+            # RFC 2920 section 3.1: a server that said 354 although no
+            # recipient was taken is sent an empty message.
+            self._smtp.send(b".\r\n")
+            self._smtp.getreply()
+        self._reset()
 
     def _reset(self):
         try:
@@ -353,8 +354,28 @@ class Session:
             self._smtp.close()
 
 
+def _envelope_commands(mail_from, mail_options, recipients):
+    # SMTPUTF8 (RFC 6531) allows UTF-8 in the commands; without it a
+    # non-ASCII address raises UnicodeEncodeError before anything is sent.
+    utf8 = any(option.upper() == "SMTPUTF8" for option in mail_options)
+    lines = [_command("MAIL FROM:", mail_from, mail_options)]
+    lines += [_command("RCPT TO:", address, options) for address, options in recipients]
+    lines.append("DATA\r\n")
+    return "".join(lines).encode("utf-8" if utf8 else "ascii")
+
+
 def _command(verb, address, options):
     return f"{verb}{smtplib.quoteaddr(address)}{''.join(' ' + o for o in options)}\r\n"
+
+
+def _refused(result, addresses, mail, rcpts, accepted, data_reply):
+    """The result of a transaction that ended before its data."""
+    if mail.code != 250:
+        return _all(result, addresses, mail)
+    result.replies = dict(zip(addresses, rcpts))
+    for address in accepted:
+        result.replies[address] = data_reply
+    return result
 
 
 def _decoded(reply):

@@ -25,6 +25,16 @@ def states(message):
     return dict(message.recipients.values_list("address", "state"))
 
 
+def deliver_two(first_to, second_to):
+    """Two messages of one tenant, delivered by one run; both went over one
+    session."""
+    tenant = make_tenant()
+    first = queue_message(tenant, [first_to])
+    second = queue_message(tenant, [second_to])
+    pipeline.deliver_to_domain(first.pk, DOMAIN)
+    return first, second
+
+
 def test_envelope_commands_are_pipelined_when_offered(server):
     addresses = [f"a@{DOMAIN}", f"b@{DOMAIN}", f"c@{DOMAIN}"]
     message = queue_message(make_tenant(), addresses)
@@ -39,6 +49,24 @@ def test_envelope_commands_are_pipelined_when_offered(server):
         assert first_rcpt_unread.endswith(b"DATA\r\n")
     else:
         assert first_rcpt_unread == b""
+
+
+def test_the_next_envelope_goes_out_before_the_end_of_data_reply(server):
+    # The server takes its time over each end of data; a pipelining client
+    # has written the next message's envelope meanwhile.
+    server.behaviour.slow_seconds = 0.3
+
+    first, second = deliver_two(f"one@{DOMAIN}", f"two@{DOMAIN}")
+
+    assert states(first) == {f"one@{DOMAIN}": Recipient.DELIVERED}
+    assert states(second) == {f"two@{DOMAIN}": Recipient.DELIVERED}
+    assert len({t.session for t in server.received}) == 1
+    after_first = server.unread_at_end_of_data[0]
+    if server.pipelining:
+        assert after_first.startswith(b"MAIL FROM:<")
+        assert after_first.endswith(b"DATA\r\n")
+    else:
+        assert after_first == b""
 
 
 def test_each_recipient_gets_its_own_reply(server):
@@ -65,11 +93,8 @@ def test_a_message_whose_recipients_are_all_refused_leaves_the_session_usable(
     server,
 ):
     server.behaviour.rcpt_reply[f"gone@{DOMAIN}"] = "550 5.1.1 No such user"
-    tenant = make_tenant()
-    refused = queue_message(tenant, [f"gone@{DOMAIN}"])
-    accepted = queue_message(tenant, [f"next@{DOMAIN}"])
 
-    pipeline.deliver_to_domain(refused.pk, DOMAIN)
+    refused, accepted = deliver_two(f"gone@{DOMAIN}", f"next@{DOMAIN}")
 
     assert states(refused) == {f"gone@{DOMAIN}": Recipient.BOUNCED}
     assert states(accepted) == {f"next@{DOMAIN}": Recipient.DELIVERED}

@@ -98,6 +98,9 @@ class _Handler:
         await behaviour.pause_at("data")
         if behaviour.slow_seconds:
             await asyncio.sleep(behaviour.slow_seconds)
+        # What the client sent after the end of data without waiting for
+        # its reply (with PIPELINING, the next message's envelope).
+        self.server.unread_at_end_of_data.append(bytes(smtp._reader._buffer))
         return "250 2.0.0 OK: accepted by test MX"
 
 
@@ -109,6 +112,7 @@ class RemoteMX(MXServer):
         self.behaviour = Behaviour()
         self.pipelining = pipelining
         self.unread_at_rcpt = []
+        self.unread_at_end_of_data = []
         self.controller = Controller(
             _Handler(self),
             hostname=host,
