@@ -38,6 +38,7 @@ from relay import (
     destinations,
     dsn,
     routing,
+    session_cache,
     signing,
     smtp_client,
     suppression,
@@ -336,23 +337,43 @@ def deliver_due(domain, tenant_id):
 
 
 def deliver_batches(domain, batch):
-    """One session for batch and those after it; True when it ended because
-    the session had carried its share of messages and more may be due."""
-    try:
-        legs = routing.plan(domain, batch.tenant_id)
-    except routing.RouteError as exc:
-        code = 550 if exc.permanent else 451
-        settle_remaining(batch, smtp_client.Reply(code, f"{exc.status} {exc.text}"))
-        return False
-
+    """One session for batch and those after it (a session an earlier run
+    left open, or a new one); True when it ended because the session had
+    carried its share of messages and more may be due."""
+    kept = session_cache.take(domain, batch.tenant_id)
     slot = destinations.take_slot(domain)
     if slot is None:
+        if kept is not None:
+            kept[0].close()
         postpone(batch, "destination busy: connection limit reached")
         return False
     try:
+        if kept is not None:
+            full = send_over_kept_session(kept, domain, batch)
+            if full is not None:
+                return full
+        try:
+            legs = routing.plan(domain, batch.tenant_id)
+        except routing.RouteError as exc:
+            code = 550 if exc.permanent else 451
+            reply = smtp_client.Reply(code, f"{exc.status} {exc.text}")
+            settle_remaining(batch, reply)
+            return False
         return deliver_over_one_session(legs, domain, batch)
     finally:
         destinations.release_slot(domain, slot)
+
+
+def send_over_kept_session(kept, domain, batch):
+    """Send over a session an earlier run left open. None when it broke (most
+    often the server closed it while it waited): what is left of the batch
+    then goes over a new session, and the broken one counts as no attempt."""
+    session, leg = kept
+    try:
+        return send_and_keep(session, leg, domain, batch)
+    except smtp_client.ConnectionProblem:
+        session.close()
+        return None
 
 
 def claim_batch(domain, tenant_id):
@@ -472,50 +493,67 @@ def deliver_over_one_session(legs, domain, batch):
     problem = None
     for leg in legs:
         started = timezone.now()
+        session = smtp_client.Session(
+            leg.hop, settings.DELIVERY_HELO, settings.DELIVERY_TIMEOUT,
+            source_address=leg.source_address, tls=leg.tls,
+            data_timeout=settings.DELIVERY_DATA_TIMEOUT,
+        )
         try:
-            with smtp_client.Session(
-                leg.hop, settings.DELIVERY_HELO, settings.DELIVERY_TIMEOUT,
-                source_address=leg.source_address, tls=leg.tls,
-                data_timeout=settings.DELIVERY_DATA_TIMEOUT,
-            ) as session:
-                refusal = session.open()
-                if refusal is not None:
-                    problem = refusal
-                    record_attempts(batch, leg.hop, refusal, started)
-                    continue
-                return send_batches(session, leg, domain, batch)
+            refusal = session.open()
+            if refusal is not None:
+                session.close()
+                problem = refusal
+                record_attempts(batch, leg.hop, refusal, started)
+                continue
+            return send_and_keep(session, leg, domain, batch)
         except smtp_client.ConnectionProblem as exc:
             # What is left of the batch goes on to the next leg; what was sent
             # over this session is settled.
+            session.close()
             hop = leg.hop
             where = f"{hop.host}[{hop.address}]"
             problem = smtp_client.Reply(451, f"{exc.status} {where}: {exc}")
             record_attempts(batch, leg.hop, problem, started)
+        except BaseException:
+            session.close()
+            raise
     settle_remaining(batch, problem)
     return False
 
 
+def send_and_keep(session, leg, domain, batch):
+    """Send the batch and the batches after it; then leave the session open
+    for the next run to this destination, unless it carried its share."""
+    full = send_batches(session, leg, domain, batch)
+    if full:
+        session.close()
+    else:
+        session_cache.keep(domain, batch.tenant_id, session, leg)
+    return full
+
+
 def send_batches(session, leg, domain, batch):
+    """Send batch after batch; batch always holds the one in hand, so that
+    the caller sees what is left when the session breaks."""
     _, per_minute = destinations.limits_for(domain)
-    sent = 0
     while True:
-        sent += send_batch(session, leg, domain, per_minute, batch)
+        send_batch(session, leg, domain, per_minute, batch)
         if batch.items:
             postpone(batch, "destination busy: message rate limit reached")
             return False
-        room = settings.DELIVERY_MESSAGES_PER_SESSION - sent
-        if room <= 0:
+        if session.transactions >= settings.DELIVERY_MESSAGES_PER_SESSION:
             return True
-        batch = claim_batch(domain, batch.tenant_id)
-        if batch is None:
+        following = claim_batch(domain, batch.tenant_id)
+        if following is None:
             return False
+        batch.token, batch.items = following.token, following.items
 
 
 def send_batch(session, leg, domain, per_minute, batch):
     """Send the batch's messages one after another and settle those sent, even
-    when the session breaks half way. Returns how many were sent; what stays
-    in batch.items was stopped by the destination's rate limit or by the
-    break (then possibly delivered: see Session.send)."""
+    when the session breaks half way. What stays in batch.items was stopped
+    by the destination's rate limit or by the break (then possibly delivered:
+    see Session.send)."""
     outcomes = []
 
     def completed(done):
@@ -537,7 +575,6 @@ def send_batch(session, leg, domain, per_minute, batch):
         completed(session.finish())
     finally:
         settle(batch.token, outcomes)
-    return len({o.message.pk for o in outcomes})
 
 
 def send_item(session, token, item):

@@ -219,6 +219,10 @@ DELIVERY_MESSAGES_PER_SESSION = env_int("POSTERN_DELIVERY_MESSAGES_PER_SESSION",
 # one domain before recording their outcomes together. Larger batches cost
 # fewer database round trips; a worker killed mid-batch leaves up to
 # DELIVERY_BATCH messages whose replies were not recorded (shown unconfirmed).
+# A session a delivery run ends cleanly waits this many seconds for the next
+# run to the same destination in the same worker process (0: close at once);
+# see relay/session_cache.py.
+DELIVERY_SESSION_IDLE = env_int("POSTERN_DELIVERY_SESSION_IDLE", 5, minimum=0)
 PROCESSING_BATCH = env_int("POSTERN_PROCESSING_BATCH", 20, minimum=1)
 DELIVERY_BATCH = env_int("POSTERN_DELIVERY_BATCH", 20, minimum=1)
 # Per recipient domain, unless a DestinationPolicy says otherwise: open

@@ -159,6 +159,7 @@ class Session:
         # (tag, result, accepted) of a message whose end-of-data reply is
         # still to be read (see send()).
         self._unanswered = None
+        self.transactions = 0  # begun over this session
 
     def __enter__(self):
         return self
@@ -253,6 +254,7 @@ class Session:
         """
         addresses = [address for address, _ in recipients]
         result = TransactionResult()
+        self.transactions += 1
         try:
             done, envelope = self._send_envelope(mail_from, mail_options, recipients)
         except UnicodeEncodeError:

@@ -3,6 +3,7 @@ modules."""
 
 import pytest
 
+from relay import session_cache
 from tests.support.remote_mx import RemoteMX
 
 
@@ -24,7 +25,10 @@ def outbound(settings, dns_server, delivery_port):
     settings.DESTINATION_MESSAGES_PER_MINUTE = 0
     settings.DELIVERY_CA_FILE = ""
     settings.MTA_STS_CA_FILE = ""
+    # Each call delivers over a session of its own unless a test keeps them.
+    settings.DELIVERY_SESSION_IDLE = 0
     yield settings
+    session_cache.close_idle()
     app.conf.task_always_eager = eager
 
 

@@ -3,6 +3,7 @@ addresses (127.0.0.x, ::1) that record every transaction with the session it
 came in and the peer's address, and can be told to misbehave."""
 
 import asyncio
+import itertools
 import threading
 from dataclasses import dataclass, field
 
@@ -51,6 +52,10 @@ class _Handler:
 
     async def handle_EHLO(self, smtp, session, envelope, hostname, responses):
         session.host_name = hostname
+        # A number per connection: id() of a finished session can come back.
+        if not hasattr(session, "number"):
+            session.number = next(self.server.numbers)
+        self.server.connections.append(smtp.transport)
         if self.server.pipelining:
             responses.insert(-1, "250-PIPELINING")
         return responses
@@ -90,7 +95,7 @@ class _Handler:
                 data=envelope.original_content,
                 tls=smtp.transport.get_extra_info("ssl_object") is not None,
                 peer=session.peer[0],
-                session=id(session),
+                session=getattr(session, "number", id(session)),
                 mail_options=list(envelope.mail_options),
                 rcpt_options=list(envelope.rcpt_options),
             )
@@ -111,6 +116,8 @@ class RemoteMX(MXServer):
         super().__init__(host, port, tls_context)
         self.behaviour = Behaviour()
         self.pipelining = pipelining
+        self.connections = []  # transports of the sessions greeted so far
+        self.numbers = itertools.count(1)
         self.unread_at_rcpt = []
         self.unread_at_end_of_data = []
         self.controller = Controller(
@@ -123,6 +130,11 @@ class RemoteMX(MXServer):
             ready_timeout=10,
             enable_SMTPUTF8=smtputf8,
         )
+
+    def close_connections(self):
+        """Hang up on every client, as a server does with idle sessions."""
+        for transport in self.connections:
+            self.controller.loop.call_soon_threadsafe(transport.close)
 
     @property
     def recipients(self):
