@@ -286,11 +286,18 @@ def test_database_gone_at_data_gives_451_and_stores_nothing(own_gateway, sender)
         assert submissions().count() == 0
 
         relay.restore()
-        client.command(f"MAIL FROM:<{sender.address}>")
-        client.command("RCPT TO:<a@customer.example.net>")
-        client.command("DATA")
-        client.send(BODY.format(sender=sender.address) + ".\r\n")
-        assert client.reply().startswith("250 2.0.0 Ok: queued as")
+        # A gateway thread whose database connection died in the cut finds
+        # out on its next use and answers 451 once; a client tries again.
+        replies = []
+        while len(replies) < 5 and not replies[-1:] == ["250"]:
+            client.command(f"MAIL FROM:<{sender.address}>")
+            client.command("RCPT TO:<a@customer.example.net>")
+            client.command("DATA")
+            client.send(BODY.format(sender=sender.address) + ".\r\n")
+            reply = client.reply()
+            assert reply.startswith(("250 2.0.0 Ok: queued as", "451 4.3.0"))
+            replies.append(reply[:3])
+        assert replies[-1] == "250"
     finally:
         client.close()
         relay.cut()
