@@ -15,6 +15,7 @@ a few statements whatever its size (bench/README.md has the figures).
 
 import logging
 import random
+import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -300,6 +301,7 @@ class Batch:
     token: uuid.UUID
     tenant_id: int
     items: list = field(default_factory=list)
+    renewed: float = field(default_factory=time.monotonic)  # claim last renewed
 
 
 @dataclass
@@ -524,12 +526,23 @@ def deliver_over_one_session(legs, domain, batch):
 def send_and_keep(session, leg, domain, batch):
     """Send the batch and the batches after it; then leave the session open
     for the next run to this destination, unless it carried its share."""
-    full = send_batches(session, leg, domain, batch)
+    try:
+        full = send_batches(session, leg, domain, batch)
+    except ClaimLost:
+        session.close()
+        log.warning("event=claim_lost domain=%s", domain)
+        postpone(batch, "the delivery run's claim had expired")
+        return False
     if full:
         session.close()
     else:
         session_cache.keep(domain, batch.tenant_id, session, leg)
     return full
+
+
+class ClaimLost(Exception):
+    """The sweeper took the batch back from this run (its claim outlived the
+    lease): the run must send nothing more of it."""
 
 
 def send_batches(session, leg, domain, batch):
@@ -547,46 +560,76 @@ def send_batches(session, leg, domain, batch):
         if following is None:
             return False
         batch.token, batch.items = following.token, following.items
+        batch.renewed = following.renewed
 
 
 def send_batch(session, leg, domain, per_minute, batch):
     """Send the batch's messages one after another and settle those sent, even
     when the session breaks half way. What stays in batch.items was stopped
     by the destination's rate limit or by the break (then possibly delivered:
-    see Session.send)."""
+    see Session.send).
+
+    Outcomes are recorded together, but at least every SETTLE_EVERY seconds,
+    so that a slow server's replies show up while the batch goes on."""
     outcomes = []
+    last_settled = time.monotonic()
+    lost = False
 
     def completed(done):
+        nonlocal lost
         for item, result in done:
+            batch.items.remove(item)
+            if result is None:
+                lost = True
+                continue
             for rcpt in item.recipients:
                 reply = result.replies[rcpt.address]
                 attempt = new_attempt(
                     rcpt, leg.hop, reply, session.tls_version, item.started
                 )
                 outcomes.append(Outcome(item.message, rcpt, reply, attempt))
-            batch.items.remove(item)
 
     try:
         for item in list(batch.items):
             if not destinations.take_send_permit(domain, per_minute):
                 break
+            renew_claim(batch)
             item.started = timezone.now()
             completed(send_item(session, batch.token, item))
+            if lost:
+                raise ClaimLost()
+            if outcomes and time.monotonic() - last_settled > SETTLE_EVERY:
+                settle(batch.token, outcomes)
+                outcomes, last_settled = [], time.monotonic()
         completed(session.finish())
     finally:
         settle(batch.token, outcomes)
 
 
+# Seconds a batch's outcomes wait at most before they are recorded.
+SETTLE_EVERY = 1.0
+
+
+def renew_claim(batch):
+    """Keep a long run's claim from expiring: the sweeper takes back claims
+    older than DELIVERY_CLAIM_LEASE, and a session to a slow server can take
+    longer than that for a whole batch."""
+    if time.monotonic() - batch.renewed < settings.DELIVERY_CLAIM_LEASE / 3:
+        return
+    Recipient.objects.filter(claim_token=batch.token).update(claimed_at=timezone.now())
+    batch.renewed = time.monotonic()
+
+
 def send_item(session, token, item):
     """Send one message over the session; returns [(item, TransactionResult)]
-    for the messages this completed (with PIPELINING, the one before). A
-    ConnectionProblem from here leaves the items not completed to the
-    caller."""
+    for the messages this completed (with PIPELINING, the one before); the
+    result is None for one this run no longer owns. A ConnectionProblem from
+    here leaves the items not completed to the caller."""
     message = item.message
     mail_options, rcpts = envelope_options(session, message, item.recipients)
 
     def mark(accepted):
-        mark_data_sent(token, message, accepted)
+        return mark_data_sent(token, message, accepted)
 
     return_path = bounces.return_path_for(message)
     data = bytes(message.signed)
@@ -630,9 +673,14 @@ def mark_data_sent(token, message, accepted):
     # server's 250 but before its batch is settled leaves one that did.
     # Either way it is sent at most once and shown as unconfirmed, never
     # silently.
-    Recipient.objects.filter(
+    #
+    # Only while this run still owns every one of them: a claim the sweeper
+    # has taken back means the recipients may be another run's now, and
+    # nothing is sent (returns False).
+    marked = Recipient.objects.filter(
         claim_token=token, address__in=accepted, message_id=message.pk
     ).update(data_sent_at=timezone.now())
+    return marked == len(set(accepted))
 
 
 def new_attempt(rcpt, hop, reply, tls_version, started):

@@ -173,9 +173,9 @@ class Session:
         if self._tls.refusal:
             raise TLSProblem("4.7.5", self._tls.refusal)
         try:
-            code, text = self._smtp.connect(self.hop.address, self.hop.port)
-            if code != 220:
-                return Reply(code, _text(text))
+            greeting = _reply(self._smtp.connect(self.hop.address, self.hop.port))
+            if greeting.code != 220:
+                return greeting
             self._smtp.ehlo()
             self._start_tls()
         except TLSProblem:
@@ -247,7 +247,8 @@ class Session:
 
         before_end_of_data(accepted) runs after the server said 354 and right
         before the message and its end mark are written; see
-        pipeline.mark_data_sent for why.
+        pipeline.mark_data_sent for why. When it returns False the message is
+        not sent, the connection is dropped and the result is None.
 
         Raises ConnectionProblem when the session breaks; a transaction whose
         result was not returned may then have been delivered or not.
@@ -275,7 +276,12 @@ class Session:
                 return done + [(tag, _refused(result, addresses, mail, rcpts,
                                               accepted, data_reply))]
             result.replies = dict(zip(addresses, rcpts))
-            before_end_of_data(accepted)
+            if before_end_of_data(accepted) is False:
+                # The caller may not send this message after all. After 354
+                # only the end of data or a dropped connection ends the
+                # transaction (RFC 5321 section 4.1.1.4): drop it.
+                self._smtp.close()
+                return done + [(tag, None)]
             self._smtp.send(prepare_data(data))
         except (smtplib.SMTPException, OSError) as exc:
             raise ConnectionProblem(_describe(exc)) from exc
@@ -294,7 +300,7 @@ class Session:
         smtp = self._smtp
         try:
             smtp.sock.settimeout(self.data_timeout)
-            reply = Reply(*_decoded(smtp.getreply()))
+            reply = _reply(smtp.getreply())
             smtp.sock.settimeout(self.timeout)
         except (smtplib.SMTPException, OSError) as exc:
             raise ConnectionProblem(_describe(exc)) from exc
@@ -314,31 +320,31 @@ class Session:
         commands = _envelope_commands(mail_from, mail_options, recipients)
         smtp.send(commands)
         done = self.finish()
-        mail = Reply(*_decoded(smtp.getreply()))
-        rcpts = [Reply(*_decoded(smtp.getreply())) for _ in recipients]
-        return done, (mail, rcpts, Reply(*_decoded(smtp.getreply())))
+        mail = _reply(smtp.getreply())
+        rcpts = [_reply(smtp.getreply()) for _ in recipients]
+        return done, (mail, rcpts, _reply(smtp.getreply()))
 
     def _envelope_in_turn(self, mail_from, mail_options, recipients):
         """MAIL, each RCPT and DATA, each waiting for its reply; stops at the
         first reply that ends the transaction."""
         smtp = self._smtp
-        mail = Reply(*_decoded(smtp.mail(mail_from, mail_options)))
+        mail = _reply(smtp.mail(mail_from, mail_options))
         if mail.code != 250:
             return mail, [], None
         rcpts = [
-            Reply(*_decoded(smtp.rcpt(address, options)))
+            _reply(smtp.rcpt(address, options))
             for address, options in recipients
         ]
         if not any(reply.accepted for reply in rcpts):
             return mail, rcpts, None
-        return mail, rcpts, Reply(*_decoded(smtp.docmd("DATA")))
+        return mail, rcpts, _reply(smtp.docmd("DATA"))
 
     def _end_refused(self, data_reply):
         if data_reply is not None and data_reply.code == 354:
             # RFC 2920 section 3.1: a server that said 354 although no
             # recipient was taken is sent an empty message.
             self._smtp.send(b".\r\n")
-            self._smtp.getreply()
+            _reply(self._smtp.getreply())
         self._reset()
 
     def _reset(self):
@@ -380,9 +386,14 @@ def _refused(result, addresses, mail, rcpts, accepted, data_reply):
     return result
 
 
-def _decoded(reply):
-    code, text = reply
-    return code, _text(text)
+def _reply(raw):
+    """A Reply from smtplib's (code, text). A line smtplib could not read as
+    a reply (it gives code -1) or a code outside 2xx-5xx means the server is
+    not speaking SMTP: the session cannot go on (RFC 5321 section 4.2)."""
+    code, text = raw
+    if not 200 <= code <= 599:
+        raise ConnectionProblem(f"unreadable reply from the server: {_text(text)[:200]!r}")
+    return Reply(code, _text(text))
 
 
 def _describe(exc):

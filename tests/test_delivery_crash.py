@@ -161,3 +161,32 @@ def waiting_for_locks():
         )
         return cursor.fetchone()[0]
 
+
+
+def test_a_run_whose_claim_was_taken_back_sends_nothing(server):
+    """A run that outlived its lease (a very slow server) finds at the end of
+    data that the sweeper gave its recipients back: it drops the connection
+    instead of sending, and the next run delivers once."""
+    message = queue_message(make_tenant(), [f"dave@{DOMAIN}"])
+    server.behaviour.hold = threading.Event()
+    server.behaviour.hold_stage = "rcpt"
+
+    def slow_run():
+        try:
+            pipeline.deliver_to_domain(message.pk, DOMAIN)
+        finally:
+            connection.close()
+
+    run = threading.Thread(target=slow_run)
+    run.start()
+    assert server.behaviour.arrived.wait(30), "the run never reached the server"
+    sweep_after_the_lease()
+    server.behaviour.hold.set()
+    run.join(30)
+
+    assert server.received == []
+    assert message.recipients.get().state == Recipient.DEFERRED
+    server.behaviour.hold, server.behaviour.hold_stage = None, ""
+    pipeline.deliver_to_domain(message.pk, DOMAIN)
+    assert message.recipients.get().state == Recipient.DELIVERED
+    assert len(server.received) == 1

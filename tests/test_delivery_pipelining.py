@@ -115,3 +115,15 @@ def test_a_refused_sender_fails_every_recipient_with_that_reply(server):
         f"b@{DOMAIN}": "550 5.7.1 Sender refused here",
     }
     assert server.received == []
+
+
+def test_a_reply_that_is_not_smtp_defers_the_message(server):
+    server.behaviour.mail_reply = "hello there, I am not SMTP"
+    message = queue_message(make_tenant(), [f"a@{DOMAIN}"])
+
+    pipeline.deliver_to_domain(message.pk, DOMAIN)
+
+    rcpt = message.recipients.get()
+    assert rcpt.state == Recipient.DEFERRED
+    assert "unreadable reply from the server" in rcpt.last_reply
+    assert list(rcpt.attempts_made.values_list("reply_code", flat=True)) == [451]
