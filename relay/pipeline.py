@@ -575,19 +575,27 @@ def send_batch(session, leg, domain, per_minute, batch):
     last_settled = time.monotonic()
     lost = False
 
+    def known(item, replies):
+        """Record the recipients of item that replies cover; the item leaves
+        the batch once none is left."""
+        for rcpt in [r for r in item.recipients if r.address in replies]:
+            reply = replies[rcpt.address]
+            attempt = new_attempt(
+                rcpt, leg.hop, reply, session.tls_version, item.started
+            )
+            outcomes.append(Outcome(item.message, rcpt, reply, attempt))
+            item.recipients.remove(rcpt)
+        if not item.recipients:
+            batch.items.remove(item)
+
     def completed(done):
         nonlocal lost
         for item, result in done:
-            batch.items.remove(item)
             if result is None:
+                batch.items.remove(item)
                 lost = True
-                continue
-            for rcpt in item.recipients:
-                reply = result.replies[rcpt.address]
-                attempt = new_attempt(
-                    rcpt, leg.hop, reply, session.tls_version, item.started
-                )
-                outcomes.append(Outcome(item.message, rcpt, reply, attempt))
+            else:
+                known(item, result.replies)
 
     try:
         for item in list(batch.items):
@@ -602,6 +610,12 @@ def send_batch(session, leg, domain, per_minute, batch):
                 settle(batch.token, outcomes)
                 outcomes, last_settled = [], time.monotonic()
         completed(session.finish())
+    except smtp_client.ConnectionProblem as problem:
+        # Replies read before the break stand (a recipient refused at RCPT
+        # stays refused); the rest of the batch is left to the caller.
+        for item, result in problem.completed:
+            known(item, result.replies)
+        raise
     finally:
         settle(batch.token, outcomes)
 

@@ -35,6 +35,10 @@ class ConnectionProblem(Exception):
     """The session could not be had or broke off: a temporary failure."""
 
     status = "4.4.2"
+    # What was known all the same when the session broke, [(tag,
+    # TransactionResult)]; a result may cover only the recipients refused
+    # before the break (see Session._broken).
+    completed = ()
 
 
 class TLSProblem(ConnectionProblem):
@@ -159,6 +163,7 @@ class Session:
         # (tag, result, accepted) of a message whose end-of-data reply is
         # still to be read (see send()).
         self._unanswered = None
+        self._done = []  # [(tag, result)] completed, not yet returned
         self.transactions = 0  # begun over this session
 
     def __enter__(self):
@@ -256,73 +261,105 @@ class Session:
         addresses = [address for address, _ in recipients]
         result = TransactionResult()
         self.transactions += 1
+        known = None  # (tag, result, accepted) once the RCPT replies are in
         try:
-            done, envelope = self._send_envelope(mail_from, mail_options, recipients)
-        except UnicodeEncodeError:
-            # A non-ASCII address for a server without SMTPUTF8: nothing was
-            # sent for the command; RFC 6531 section 3.2 says bounce.
-            done = self.finish()
-            self._reset()
-            reply = Reply(553, "5.6.7 The receiving server does not support SMTPUTF8")
-            return done + [(tag, _all(result, addresses, reply))]
-        except (smtplib.SMTPException, OSError) as exc:
-            raise ConnectionProblem(_describe(exc)) from exc
+            try:
+                mail, rcpts, data_reply = self._send_envelope(
+                    mail_from, mail_options, recipients
+                )
+            except UnicodeEncodeError:
+                # A non-ASCII address for a server without SMTPUTF8: nothing
+                # was sent for the command; RFC 6531 section 3.2 says bounce.
+                self._read_unanswered()
+                self._reset()
+                text = "5.6.7 The receiving server does not support SMTPUTF8"
+                reply = Reply(553, text)
+                self._done.append((tag, _all(result, addresses, reply)))
+                return self._take_done()
 
-        mail, rcpts, data_reply = envelope
-        accepted = [a for a, reply in zip(addresses, rcpts) if reply.accepted]
-        try:
+            accepted = [a for a, reply in zip(addresses, rcpts) if reply.accepted]
             if mail.code != 250 or not accepted or data_reply.code != 354:
                 self._end_refused(data_reply)
-                return done + [(tag, _refused(result, addresses, mail, rcpts,
-                                              accepted, data_reply))]
+                refused = _refused(result, addresses, mail, rcpts, accepted, data_reply)
+                self._done.append((tag, refused))
+                return self._take_done()
             result.replies = dict(zip(addresses, rcpts))
+            known = (tag, result, accepted)
             if before_end_of_data(accepted) is False:
                 # The caller may not send this message after all. After 354
                 # only the end of data or a dropped connection ends the
                 # transaction (RFC 5321 section 4.1.1.4): drop it.
                 self._smtp.close()
-                return done + [(tag, None)]
+                self._done.append((tag, None))
+                return self._take_done()
             self._smtp.send(prepare_data(data))
+        except ConnectionProblem as problem:
+            raise self._broken(problem, known)
         except (smtplib.SMTPException, OSError) as exc:
-            raise ConnectionProblem(_describe(exc)) from exc
-        self._unanswered = (tag, result, accepted)
-        if self._smtp.has_extn("pipelining"):
-            return done
-        return done + self.finish()
+            raise self._broken(exc, known) from exc
+        self._unanswered = known
+        if not self._smtp.has_extn("pipelining"):
+            self._read_unanswered()
+        return self._take_done()
 
     def finish(self):
         """[(tag, TransactionResult)] for the transaction whose end of data is
         still unanswered, once its reply is read; [] when there is none."""
+        self._read_unanswered()
+        return self._take_done()
+
+    def _read_unanswered(self):
         if self._unanswered is None:
-            return []
-        tag, result, accepted = self._unanswered
+            return
+        tag, result, accepted = unanswered = self._unanswered
         self._unanswered = None
         smtp = self._smtp
         try:
             smtp.sock.settimeout(self.data_timeout)
             reply = _reply(smtp.getreply())
             smtp.sock.settimeout(self.timeout)
+        except ConnectionProblem as problem:
+            raise self._broken(problem, unanswered)
         except (smtplib.SMTPException, OSError) as exc:
-            raise ConnectionProblem(_describe(exc)) from exc
+            raise self._broken(exc, unanswered) from exc
         for address in accepted:
             result.replies[address] = reply
-        return [(tag, result)]
+        self._done.append((tag, result))
+
+    def _take_done(self):
+        done, self._done = self._done, []
+        return done
+
+    def _broken(self, exc, known):
+        """The ConnectionProblem for a session that broke, carrying what is
+        known all the same: transactions completed before the break, and the
+        refusals of the one in hand (a recipient refused at RCPT stays
+        refused whatever happened to the data)."""
+        problem = exc if isinstance(exc, ConnectionProblem) else None
+        problem = problem or ConnectionProblem(_describe(exc))
+        completed = self._take_done()
+        if known is not None:
+            tag, result, accepted = known
+            refused = {a: r for a, r in result.replies.items() if a not in accepted}
+            if refused:
+                completed.append((tag, TransactionResult(refused)))
+        problem.completed = [*problem.completed, *completed]
+        return problem
 
     def _send_envelope(self, mail_from, mail_options, recipients):
-        """Send MAIL, the RCPTs and DATA. Returns (the transactions completed
-        meanwhile, (MAIL reply, RCPT replies, DATA reply)); what was not sent
-        has no reply (None or missing)."""
+        """Send MAIL, the RCPTs and DATA. Returns (MAIL reply, RCPT replies,
+        DATA reply); what was not sent has no reply (None or missing)."""
         smtp = self._smtp
         if not smtp.has_extn("pipelining"):
-            return [], self._envelope_in_turn(mail_from, mail_options, recipients)
+            return self._envelope_in_turn(mail_from, mail_options, recipients)
         # All in one write; the replies are read in order after it: first the
         # previous message's end of data, then these.
         commands = _envelope_commands(mail_from, mail_options, recipients)
         smtp.send(commands)
-        done = self.finish()
+        self._read_unanswered()
         mail = _reply(smtp.getreply())
         rcpts = [_reply(smtp.getreply()) for _ in recipients]
-        return done, (mail, rcpts, _reply(smtp.getreply()))
+        return mail, rcpts, _reply(smtp.getreply())
 
     def _envelope_in_turn(self, mail_from, mail_options, recipients):
         """MAIL, each RCPT and DATA, each waiting for its reply; stops at the
@@ -392,7 +429,8 @@ def _reply(raw):
     not speaking SMTP: the session cannot go on (RFC 5321 section 4.2)."""
     code, text = raw
     if not 200 <= code <= 599:
-        raise ConnectionProblem(f"unreadable reply from the server: {_text(text)[:200]!r}")
+        shown = _text(text)[:200]
+        raise ConnectionProblem(f"unreadable reply from the server: {shown!r}")
     return Reply(code, _text(text))
 
 

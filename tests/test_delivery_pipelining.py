@@ -127,3 +127,18 @@ def test_a_reply_that_is_not_smtp_defers_the_message(server):
     assert rcpt.state == Recipient.DEFERRED
     assert "unreadable reply from the server" in rcpt.last_reply
     assert list(rcpt.attempts_made.values_list("reply_code", flat=True)) == [451]
+
+
+def test_a_refusal_stands_when_the_session_breaks_after_it(server):
+    server.behaviour.rcpt_reply[f"gone@{DOMAIN}"] = "550 5.1.1 No such user"
+    server.behaviour.drop_at_end_of_data = True
+    message = queue_message(make_tenant(), [f"ok@{DOMAIN}", f"gone@{DOMAIN}"])
+
+    pipeline.deliver_to_domain(message.pk, DOMAIN)
+
+    rcpts = {r.address: r for r in message.recipients.all()}
+    assert rcpts[f"gone@{DOMAIN}"].state == Recipient.BOUNCED
+    assert rcpts[f"gone@{DOMAIN}"].last_reply == "550 5.1.1 No such user"
+    # The one whose data went out when the connection dropped is tried again.
+    assert rcpts[f"ok@{DOMAIN}"].state == Recipient.DEFERRED
+    assert rcpts[f"ok@{DOMAIN}"].last_reply.startswith("451 4.4.2")
