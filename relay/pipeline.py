@@ -334,8 +334,34 @@ def deliver_due(domain, tenant_id):
         batch = claim_batch(domain, tenant_id)
         if batch is None:
             return
-        if not deliver_batches(domain, batch):
+        try:
+            more = deliver_batches(domain, batch)
+        except Exception:
+            give_back_after_error(batch)
+            raise
+        if not more:
             return
+
+
+def give_back_after_error(batch):
+    """An error of ours stopped the run: the recipients it had not yet sent
+    to are deferred with a reason the sender can read, so that they are tried
+    again and bounce in the end instead of waiting in "Sending" for the
+    sweeper and failing the same way each time. Those whose data may have
+    gone out are left to the sweeper, which does not send them again."""
+    log.exception("event=delivery_error tenant=%s", batch.tenant_id)
+    reply = smtp_client.Reply(451, "4.3.0 Internal error while delivering")
+    unsent = Recipient.objects.filter(claim_token=batch.token, data_sent_at=None)
+    owned = set(unsent.values_list("pk", flat=True))
+    settle(
+        batch.token,
+        [
+            Outcome(item.message, rcpt, reply)
+            for item in batch.items
+            for rcpt in item.recipients
+            if rcpt.pk in owned
+        ],
+    )
 
 
 def deliver_batches(domain, batch):

@@ -190,3 +190,21 @@ def test_a_run_whose_claim_was_taken_back_sends_nothing(server):
     pipeline.deliver_to_domain(message.pk, DOMAIN)
     assert message.recipients.get().state == Recipient.DELIVERED
     assert len(server.received) == 1
+
+
+def test_an_internal_error_defers_the_recipients_instead_of_leaving_them_claimed(
+    server, monkeypatch
+):
+    message = queue_message(make_tenant(), [f"erin@{DOMAIN}"])
+
+    def broken(*args):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(pipeline, "envelope_options", broken)
+    with pytest.raises(RuntimeError):
+        pipeline.deliver_to_domain(message.pk, DOMAIN)
+
+    rcpt = message.recipients.get()
+    assert rcpt.state == Recipient.DEFERRED
+    assert rcpt.last_reply == "451 4.3.0 Internal error while delivering"
+    assert rcpt.claim_token is None and rcpt.attempts == 1
