@@ -73,7 +73,11 @@ def expire_claims(claimed_before):
             .select_for_update(of=("self",))
         )
         for rcpt in unsure:
-            reply = "the delivery run stopped after sending; not sent again"
+            reply = (
+                "the delivery run stopped while handing the message over, "
+                "before the reply was recorded: it may or may not have "
+                "arrived, and is not sent again so as not to arrive twice"
+            )
             Recipient.objects.filter(pk=rcpt.pk, state=Recipient.SENDING).update(
                 state=Recipient.UNCONFIRMED, claim_token=None, last_reply=reply
             )
