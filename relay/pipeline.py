@@ -400,7 +400,7 @@ def send_over_kept_session(kept, domain, batch):
     try:
         return send_and_keep(session, leg, domain, batch)
     except smtp_client.ConnectionProblem:
-        session.close()
+        session.abandon()
         return None
 
 
@@ -537,13 +537,13 @@ def deliver_over_one_session(legs, domain, batch):
         except smtp_client.ConnectionProblem as exc:
             # What is left of the batch goes on to the next leg; what was sent
             # over this session is settled.
-            session.close()
+            session.abandon()
             hop = leg.hop
             where = f"{hop.host}[{hop.address}]"
             problem = smtp_client.Reply(451, f"{exc.status} {where}: {exc}")
             record_attempts(batch, leg.hop, problem, started)
         except BaseException:
-            session.close()
+            session.abandon()
             raise
     settle_remaining(batch, problem)
     return False
@@ -555,7 +555,7 @@ def send_and_keep(session, leg, domain, batch):
     try:
         full = send_batches(session, leg, domain, batch)
     except ClaimLost:
-        session.close()
+        session.abandon()
         log.warning("event=claim_lost domain=%s", domain)
         postpone(batch, "the delivery run's claim had expired")
         return False

@@ -398,6 +398,12 @@ class Session:
         except (smtplib.SMTPException, OSError):
             self._smtp.close()
 
+    def abandon(self):
+        """Close the connection without QUIT: after a break or a reply that
+        could not be read, the server may never answer one, and waiting for
+        it would hold the worker for the whole command timeout."""
+        self._smtp.close()
+
 
 def _envelope_commands(mail_from, mail_options, recipients):
     # SMTPUTF8 (RFC 6531) allows UTF-8 in the commands; without it a

@@ -3,6 +3,9 @@ every RCPT and DATA go out in one write; without it, one at a time. Either
 way each recipient gets its own reply, and refusals leave the session usable
 for the next message."""
 
+import socket
+import threading
+
 import pytest
 
 from relay import pipeline
@@ -142,3 +145,37 @@ def test_a_refusal_stands_when_the_session_breaks_after_it(server):
     # The one whose data went out when the connection dropped is tried again.
     assert rcpts[f"ok@{DOMAIN}"].state == Recipient.DEFERRED
     assert rcpts[f"ok@{DOMAIN}"].last_reply.startswith("451 4.4.2")
+
+
+def test_a_server_that_stops_making_sense_is_hung_up_on_without_quit(
+    zone, outbound, delivery_port
+):
+    """After a reply it cannot read, the client drops the connection instead
+    of sending QUIT and waiting out the command timeout for an answer that a
+    confused server may never give."""
+    serve_domain(zone, DOMAIN, (10, f"mx1.{DOMAIN}", "127.0.0.2"))
+    listener = socket.create_server(("127.0.0.2", delivery_port))
+    heard = []
+
+    def confused_server():
+        conn, _ = listener.accept()
+        with conn, conn.makefile("rb") as lines:
+            conn.sendall(b"220 mx1 ESMTP\r\n")
+            lines.readline()  # EHLO
+            conn.sendall(b"250-mx1\r\n250 PIPELINING\r\n")
+            lines.readline()  # MAIL
+            conn.sendall(b"hello there\r\n")
+            heard.extend(iter(lines.readline, b""))  # until the client hangs up
+
+    thread = threading.Thread(target=confused_server)
+    thread.start()
+    message = queue_message(make_tenant(), [f"a@{DOMAIN}"])
+    try:
+        pipeline.deliver_to_domain(message.pk, DOMAIN)
+    finally:
+        thread.join(30)
+        listener.close()
+
+    assert not thread.is_alive()
+    assert not any(line.upper().startswith(b"QUIT") for line in heard)
+    assert message.recipients.get().state == Recipient.DEFERRED
