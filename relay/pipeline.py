@@ -15,6 +15,7 @@ a few statements whatever its size (bench/README.md has the figures).
 
 import logging
 import random
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -301,7 +302,6 @@ class Batch:
     token: uuid.UUID
     tenant_id: int
     items: list = field(default_factory=list)
-    renewed: float = field(default_factory=time.monotonic)  # claim last renewed
 
 
 @dataclass
@@ -376,20 +376,54 @@ def deliver_batches(domain, batch):
         postpone(batch, "destination busy: connection limit reached")
         return False
     try:
-        if kept is not None:
-            full = send_over_kept_session(kept, domain, batch)
-            if full is not None:
-                return full
-        try:
-            legs = routing.plan(domain, batch.tenant_id)
-        except routing.RouteError as exc:
-            code = 550 if exc.permanent else 451
-            reply = smtp_client.Reply(code, f"{exc.status} {exc.text}")
-            settle_remaining(batch, reply)
-            return False
-        return deliver_over_one_session(legs, domain, batch)
+        with ClaimKeeper(batch):
+            if kept is not None:
+                full = send_over_kept_session(kept, domain, batch)
+                if full is not None:
+                    return full
+            try:
+                legs = routing.plan(domain, batch.tenant_id)
+            except routing.RouteError as exc:
+                code = 550 if exc.permanent else 451
+                reply = smtp_client.Reply(code, f"{exc.status} {exc.text}")
+                settle_remaining(batch, reply)
+                return False
+            return deliver_over_one_session(legs, domain, batch)
     finally:
         destinations.release_slot(domain, slot)
+
+
+class ClaimKeeper:
+    """Renews the claim on the batch a run is sending, from a thread, every
+    third of DELIVERY_CLAIM_LEASE. One transaction to a slow server can last
+    longer than the lease (a command timeout per recipient, then the
+    end-of-data timeout); meanwhile the sweeper must not hand the recipients
+    to another run, which would send them again."""
+
+    def __init__(self, batch):
+        self.batch = batch
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._renew, name="claim-keeper")
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+    def _renew(self):
+        try:
+            while not self._stop.wait(settings.DELIVERY_CLAIM_LEASE / 3):
+                try:
+                    Recipient.objects.filter(claim_token=self.batch.token).update(
+                        claimed_at=timezone.now()
+                    )
+                except Exception:
+                    log.exception("event=claim_renewal_failed")
+        finally:
+            connection.close()
 
 
 def send_over_kept_session(kept, domain, batch):
@@ -586,7 +620,6 @@ def send_batches(session, leg, domain, batch):
         if following is None:
             return False
         batch.token, batch.items = following.token, following.items
-        batch.renewed = following.renewed
 
 
 def send_batch(session, leg, domain, per_minute, batch):
@@ -627,7 +660,6 @@ def send_batch(session, leg, domain, per_minute, batch):
         for item in list(batch.items):
             if not destinations.take_send_permit(domain, per_minute):
                 break
-            renew_claim(batch)
             item.started = timezone.now()
             completed(send_item(session, batch.token, item))
             if lost:
@@ -648,16 +680,6 @@ def send_batch(session, leg, domain, per_minute, batch):
 
 # Seconds a batch's outcomes wait at most before they are recorded.
 SETTLE_EVERY = 1.0
-
-
-def renew_claim(batch):
-    """Keep a long run's claim from expiring: the sweeper takes back claims
-    older than DELIVERY_CLAIM_LEASE, and a session to a slow server can take
-    longer than that for a whole batch."""
-    if time.monotonic() - batch.renewed < settings.DELIVERY_CLAIM_LEASE / 3:
-        return
-    Recipient.objects.filter(claim_token=batch.token).update(claimed_at=timezone.now())
-    batch.renewed = time.monotonic()
 
 
 def send_item(session, token, item):

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from datetime import timedelta
 
 import pytest
@@ -208,3 +209,28 @@ def test_an_internal_error_defers_the_recipients_instead_of_leaving_them_claimed
     assert rcpt.state == Recipient.DEFERRED
     assert rcpt.last_reply == "451 4.3.0 Internal error while delivering"
     assert rcpt.claim_token is None and rcpt.attempts == 1
+
+
+def test_a_long_transaction_keeps_its_claim(server, outbound):
+    """The sweeper runs while a slow server takes longer than the claim lease
+    over the end of data: the run's claim was renewed meanwhile, so the
+    recipient is not taken back, and it ends delivered, once."""
+    outbound.DELIVERY_CLAIM_LEASE = 1.5
+    server.behaviour.slow_seconds = 3
+    message = queue_message(make_tenant(), [f"fred@{DOMAIN}"])
+
+    def slow_run():
+        try:
+            pipeline.deliver_to_domain(message.pk, DOMAIN)
+        finally:
+            connection.close()
+
+    run = threading.Thread(target=slow_run)
+    run.start()
+    assert server.behaviour.arrived.wait(30), "the run never reached the server"
+    time.sleep(2)
+    sweeper.expire_claims(claimed_before=timezone.now() - timedelta(seconds=1.5))
+    run.join(30)
+
+    assert message.recipients.get().state == Recipient.DELIVERED
+    assert len(server.received) == 1
