@@ -164,6 +164,20 @@ def waiting_for_locks():
 
 
 
+def run_in_thread(message):
+    """A delivery run in this process, in a thread of its own (started)."""
+
+    def run():
+        try:
+            pipeline.deliver_to_domain(message.pk, DOMAIN)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread
+
+
 def test_a_run_whose_claim_was_taken_back_sends_nothing(server):
     """A run that outlived its lease (a very slow server) finds at the end of
     data that the sweeper gave its recipients back: it drops the connection
@@ -172,14 +186,7 @@ def test_a_run_whose_claim_was_taken_back_sends_nothing(server):
     server.behaviour.hold = threading.Event()
     server.behaviour.hold_stage = "rcpt"
 
-    def slow_run():
-        try:
-            pipeline.deliver_to_domain(message.pk, DOMAIN)
-        finally:
-            connection.close()
-
-    run = threading.Thread(target=slow_run)
-    run.start()
+    run = run_in_thread(message)
     assert server.behaviour.arrived.wait(30), "the run never reached the server"
     sweep_after_the_lease()
     server.behaviour.hold.set()
@@ -219,14 +226,7 @@ def test_a_long_transaction_keeps_its_claim(server, outbound):
     server.behaviour.slow_seconds = 3
     message = queue_message(make_tenant(), [f"fred@{DOMAIN}"])
 
-    def slow_run():
-        try:
-            pipeline.deliver_to_domain(message.pk, DOMAIN)
-        finally:
-            connection.close()
-
-    run = threading.Thread(target=slow_run)
-    run.start()
+    run = run_in_thread(message)
     assert server.behaviour.arrived.wait(30), "the run never reached the server"
     time.sleep(2)
     sweeper.expire_claims(claimed_before=timezone.now() - timedelta(seconds=1.5))
