@@ -66,9 +66,18 @@ class Postern:
         self.logs = self.run_dir / "logs"
         self.logs.mkdir(parents=True, exist_ok=True)
         self.sink_port = sink_port
+        self.gateway = self.worker = None
         self.postgres = PrivatePostgres().create()
         self.redis = PrivateRedis().start()
         self.dns = DNSServer().start()
+        try:
+            self._prepare()
+        except BaseException:
+            # A stack that cannot start leaves no PostgreSQL or Redis behind.
+            self.stop()
+            raise
+
+    def _prepare(self):
         self.dns.zone.add_mx(RECIPIENT_DOMAIN, f"mx1.{RECIPIENT_DOMAIN}", 10)
         self.dns.zone.add_a(f"mx1.{RECIPIENT_DOMAIN}", "127.0.0.1")
         self.env = relay_env(
@@ -85,7 +94,6 @@ class Postern:
             algorithm: seed_sender(self.env, domain, algorithm)
             for algorithm, domain in SENDER_DOMAINS.items()
         }
-        self.gateway = self.worker = None
         self.workers, self.overrides = 0, None
         self.starts = 0
 
