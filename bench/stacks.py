@@ -81,7 +81,7 @@ class Postern:
         self.dns.zone.add_mx(RECIPIENT_DOMAIN, f"mx1.{RECIPIENT_DOMAIN}", 10)
         self.dns.zone.add_a(f"mx1.{RECIPIENT_DOMAIN}", "127.0.0.1")
         self.env = relay_env(
-            self.postgres, self.redis, self.dns, sink_port, self.run_dir,
+            self.postgres, self.redis, self.dns, self.sink_port, self.run_dir,
             # Recovery at production pace: the sweeper must not re-enqueue
             # work that is merely queued behind the load.
             POSTERN_SWEEP_INTERVAL="30", POSTERN_STALE_AFTER="300",
