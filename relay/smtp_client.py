@@ -434,9 +434,12 @@ def _reply(raw):
     a reply (it gives code -1) or a code outside 2xx-5xx means the server is
     not speaking SMTP: the session cannot go on (RFC 5321 section 4.2)."""
     code, text = raw
+    if code == -1:
+        # smtplib keeps only what follows the first four characters, so the
+        # line is not quoted: it would look like something the server said.
+        raise ConnectionProblem("unreadable reply from the server: no reply code")
     if not 200 <= code <= 599:
-        shown = _text(text)[:200]
-        raise ConnectionProblem(f"unreadable reply from the server: {shown!r}")
+        raise ConnectionProblem(f"unreadable reply from the server: code {code}")
     return Reply(code, _text(text))
 
 
