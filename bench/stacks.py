@@ -97,10 +97,11 @@ class Postern:
         self.workers, self.overrides = 0, None
         self.starts = 0
 
-    def configure(self, workers, overrides):
+    def configure(self, workers, overrides, fresh_gateway=False):
         """Run `workers` worker processes, and the gateway and workers with
-        these settings on top; restarts only what has to change."""
-        if overrides != self.overrides:
+        these settings on top; restarts only what has to change (and the
+        gateway when fresh_gateway)."""
+        if overrides != self.overrides or fresh_gateway:
             for process in (self.worker, self.gateway):
                 if process is not None:
                     process.stop()
