@@ -622,6 +622,10 @@ def send_batches(session, leg, domain, batch):
         batch.token, batch.items = following.token, following.items
 
 
+# Seconds a batch's outcomes wait at most before they are recorded.
+SETTLE_EVERY = 1.0
+
+
 def send_batch(session, leg, domain, per_minute, batch):
     """Send the batch's messages one after another and settle those sent, even
     when the session breaks half way. What stays in batch.items was stopped
@@ -632,7 +636,6 @@ def send_batch(session, leg, domain, per_minute, batch):
     so that a slow server's replies show up while the batch goes on."""
     outcomes = []
     last_settled = time.monotonic()
-    lost = False
 
     def known(item, replies):
         """Record the recipients of item that replies cover; the item leaves
@@ -648,13 +651,11 @@ def send_batch(session, leg, domain, per_minute, batch):
             batch.items.remove(item)
 
     def completed(done):
-        nonlocal lost
         for item, result in done:
-            if result is None:
+            if result is None:  # not sent: the claim was taken back
                 batch.items.remove(item)
-                lost = True
-            else:
-                known(item, result.replies)
+                raise ClaimLost()
+            known(item, result.replies)
 
     try:
         for item in list(batch.items):
@@ -662,8 +663,6 @@ def send_batch(session, leg, domain, per_minute, batch):
                 break
             item.started = timezone.now()
             completed(send_item(session, batch.token, item))
-            if lost:
-                raise ClaimLost()
             if outcomes and time.monotonic() - last_settled > SETTLE_EVERY:
                 settle(batch.token, outcomes)
                 outcomes, last_settled = [], time.monotonic()
@@ -676,10 +675,6 @@ def send_batch(session, leg, domain, per_minute, batch):
         raise
     finally:
         settle(batch.token, outcomes)
-
-
-# Seconds a batch's outcomes wait at most before they are recorded.
-SETTLE_EVERY = 1.0
 
 
 def send_item(session, token, item):

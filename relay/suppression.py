@@ -51,20 +51,20 @@ def suppression_for(tenant_id, address):
 
 def suppressions_for(tenant_id, addresses):
     """{address: the entry that suppresses it} for those of addresses the
-    tenant has suppressed, in one query; the newest entry wins."""
-    wanted = {}
+    tenant has suppressed, in one query. A tenant has one entry per address
+    or domain; where both match, the newer wins."""
+    keys = {}
     for address in addresses:
         lowered = address.lower()
-        wanted[address] = (lowered, lowered.rpartition("@")[2])
-    entries = {}
-    found = Suppression.objects.filter(
-        tenant_id=tenant_id, entry__in={e for pair in wanted.values() for e in pair}
-    ).order_by("created_at")
-    for entry in found:
-        entries[entry.entry] = entry
+        keys[address] = (lowered, lowered.rpartition("@")[2])
+    wanted = {key for pair in keys.values() for key in pair}
+    entries = {
+        entry.entry: entry
+        for entry in Suppression.objects.filter(tenant_id=tenant_id, entry__in=wanted)
+    }
     result = {}
-    for address, pair in wanted.items():
-        matches = [entries[e] for e in pair if e in entries]
+    for address, pair in keys.items():
+        matches = [entries[key] for key in pair if key in entries]
         if matches:
             result[address] = max(matches, key=lambda entry: entry.created_at)
     return result
