@@ -92,7 +92,7 @@ class Recipient(models.Model):
     state = models.CharField(max_length=16, choices=STATES, default=QUEUED)
     attempts = models.PositiveIntegerField(default=0)
     next_attempt_at = models.DateTimeField(null=True, blank=True)
-    # Set while one delivery run owns the recipient; see pipeline.claim_batch.
+    # Set while one delivery run owns the recipient; see delivery.claim_batch.
     claim_token = models.UUIDField(null=True, blank=True, db_index=True)
     claimed_at = models.DateTimeField(null=True, blank=True)
     # Set just before the end of data is sent, cleared when the reply is

@@ -252,7 +252,7 @@ class Session:
 
         before_end_of_data(accepted) runs after the server said 354 and right
         before the message and its end mark are written; see
-        pipeline.mark_data_sent for why. When it returns False the message is
+        delivery.mark_data_sent for why. When it returns False the message is
         not sent, the connection is dropped and the result is None.
 
         Raises ConnectionProblem when the session breaks; a transaction whose

@@ -13,7 +13,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from relay import destinations, pipeline, webhooks
+from relay import delivery, destinations, webhooks
 from relay.models import Message, MessageEvent, Recipient
 
 log = logging.getLogger("postern.sweeper")
@@ -85,7 +85,7 @@ def expire_claims(claimed_before):
                 message=rcpt.message, kind="unconfirmed", detail=f"to={rcpt.address}"
             )
             webhooks.announce(rcpt.message, "unconfirmed", rcpt, reply)
-    pipeline.finish_done({rcpt.message_id for rcpt in unsure})
+    delivery.finish_done({rcpt.message_id for rcpt in unsure})
     retried = old.filter(data_sent_at__isnull=True).update(
         state=Recipient.DEFERRED, next_attempt_at=timezone.now(), claim_token=None
     )

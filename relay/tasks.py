@@ -1,8 +1,9 @@
-"""Celery tasks: thin wrappers that take ids; the work is in relay.pipeline."""
+"""Celery tasks: thin wrappers that take ids; the work is in relay.pipeline
+and relay.delivery."""
 
 from celery import shared_task
 
-from relay import pipeline, sweeper, webhooks
+from relay import delivery, pipeline, sweeper, webhooks
 
 
 @shared_task(name="relay.tasks.process_message")
@@ -12,7 +13,7 @@ def process_message(message_id):
 
 @shared_task(name="relay.tasks.deliver")
 def deliver(message_id, domain):
-    pipeline.deliver_to_domain(message_id, domain)
+    delivery.deliver_to_domain(message_id, domain)
 
 
 @shared_task(name="relay.tasks.sweep")

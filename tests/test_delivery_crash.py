@@ -14,7 +14,7 @@ import pytest
 from django.db import connection, transaction
 from django.utils import timezone
 
-from relay import pipeline, sweeper
+from relay import delivery, sweeper
 from relay.models import Message, Recipient
 from tests.support.delivery_fixtures import mx_hosts, outbound  # noqa: F401
 from tests.support.outbound import make_tenant, queue_message, serve_domain
@@ -39,8 +39,8 @@ def start_delivery_run(message, dns_server, delivery_port):
     )
     env.pop("POSTERN_TRANSPORT_OVERRIDES", None)
     code = (
-        "import django; django.setup(); from relay import pipeline; "
-        f"pipeline.deliver_to_domain({message.pk}, {DOMAIN!r})"
+        "import django; django.setup(); from relay import delivery; "
+        f"delivery.deliver_to_domain({message.pk}, {DOMAIN!r})"
     )
     return subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=env)
 
@@ -88,7 +88,7 @@ def test_run_killed_after_the_end_of_data_never_sends_again(
     assert rcpt.data_sent_at is not None
 
     sweep_after_the_lease()
-    pipeline.deliver_to_domain(message.pk, DOMAIN)
+    delivery.deliver_to_domain(message.pk, DOMAIN)
 
     rcpt = message.recipients.get()
     assert rcpt.state == Recipient.UNCONFIRMED
@@ -107,11 +107,11 @@ def test_run_killed_before_data_is_retried_and_delivered_once(
     rcpt = message.recipients.get()
     assert (rcpt.state, rcpt.data_sent_at) == (Recipient.SENDING, None)
     # Before the lease runs out, nobody else may take it.
-    pipeline.deliver_to_domain(message.pk, DOMAIN)
+    delivery.deliver_to_domain(message.pk, DOMAIN)
     assert server.received == []
 
     sweep_after_the_lease()
-    pipeline.deliver_to_domain(message.pk, DOMAIN)
+    delivery.deliver_to_domain(message.pk, DOMAIN)
 
     assert message.recipients.get().state == Recipient.DELIVERED
     assert server.recipients == [f"bob@{DOMAIN}"]
@@ -128,7 +128,7 @@ def test_two_runs_racing_for_a_recipient_claim_it_once(server):
     def first_run():
         try:
             with transaction.atomic():
-                claims["first"] = pipeline.claim_batch(DOMAIN, tenant.pk)
+                claims["first"] = delivery.claim_batch(DOMAIN, tenant.pk)
                 first_claimed.set()
                 release.wait(20)
         finally:
@@ -137,7 +137,7 @@ def test_two_runs_racing_for_a_recipient_claim_it_once(server):
     def second_run():
         try:
             first_claimed.wait(20)
-            claims["second"] = pipeline.claim_batch(DOMAIN, tenant.pk)
+            claims["second"] = delivery.claim_batch(DOMAIN, tenant.pk)
         finally:
             connection.close()
 
@@ -169,7 +169,7 @@ def run_in_thread(message):
 
     def run():
         try:
-            pipeline.deliver_to_domain(message.pk, DOMAIN)
+            delivery.deliver_to_domain(message.pk, DOMAIN)
         finally:
             connection.close()
 
@@ -195,7 +195,7 @@ def test_a_run_whose_claim_was_taken_back_sends_nothing(server):
     assert server.received == []
     assert message.recipients.get().state == Recipient.DEFERRED
     server.behaviour.hold, server.behaviour.hold_stage = None, ""
-    pipeline.deliver_to_domain(message.pk, DOMAIN)
+    delivery.deliver_to_domain(message.pk, DOMAIN)
     assert message.recipients.get().state == Recipient.DELIVERED
     assert len(server.received) == 1
 
@@ -208,9 +208,9 @@ def test_an_internal_error_defers_the_recipients_instead_of_leaving_them_claimed
     def broken(*args):
         raise RuntimeError("a bug")
 
-    monkeypatch.setattr(pipeline, "envelope_options", broken)
+    monkeypatch.setattr(delivery, "envelope_options", broken)
     with pytest.raises(RuntimeError):
-        pipeline.deliver_to_domain(message.pk, DOMAIN)
+        delivery.deliver_to_domain(message.pk, DOMAIN)
 
     rcpt = message.recipients.get()
     assert rcpt.state == Recipient.DEFERRED

@@ -6,7 +6,7 @@ Unauthenticated TLSA records change nothing."""
 
 import pytest
 
-from relay import dane, pipeline
+from relay import dane, delivery
 from relay.models import Recipient, TenantDeliverySettings
 from tests.support.dane import (
     authenticate,
@@ -65,7 +65,7 @@ def signed(zone, domain, delivery_port):
 
 def deliver_one(tenant):
     message = queue_message(tenant, [f"alice@{DOMAIN}"])
-    pipeline.deliver_to_domain(message.pk, DOMAIN)
+    delivery.deliver_to_domain(message.pk, DOMAIN)
     return message.recipients.get()
 
 

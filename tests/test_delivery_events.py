@@ -9,7 +9,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from relay import pipeline, suppression, webhooks
+from relay import delivery, pipeline, suppression, webhooks
 from relay.models import (
     Message,
     Recipient,
@@ -59,7 +59,7 @@ def test_suppressed_addresses_and_domains_are_not_sent_to(server):
     suppression.suppress(other_tenant.pk, f"keep@{DOMAIN}", Suppression.MANUAL)
     message = queue_message(tenant, [f"gone@{DOMAIN}", f"keep@{DOMAIN}"])
 
-    pipeline.deliver_to_domain(message.pk, DOMAIN)
+    delivery.deliver_to_domain(message.pk, DOMAIN)
 
     assert recipient_states(message) == {
         f"gone@{DOMAIN}": Recipient.SUPPRESSED,
@@ -72,7 +72,7 @@ def test_suppressed_addresses_and_domains_are_not_sent_to(server):
     )
 
     blocked = queue_message(tenant, ["anyone@blocked.example.net"])
-    pipeline.deliver_to_domain(blocked.pk, "blocked.example.net")
+    delivery.deliver_to_domain(blocked.pk, "blocked.example.net")
     assert recipient_states(blocked) == {"anyone@blocked.example.net": "suppressed"}
     assert Message.objects.get(pk=blocked.pk).state == Message.DONE
 
@@ -113,7 +113,7 @@ def test_development_mode_credential_holds_mail(server):
         tenant, [f"a@{DOMAIN}", f"b@{DOMAIN}"], credential=credential
     )
 
-    pipeline.deliver_to_domain(message.pk, DOMAIN)
+    delivery.deliver_to_domain(message.pk, DOMAIN)
 
     assert set(recipient_states(message).values()) == {Recipient.HELD}
     assert server.received == []
@@ -125,7 +125,7 @@ def test_development_mode_tenant_holds_mail(server):
     tenant = make_tenant()
     TenantDeliverySettings.objects.create(tenant=tenant, development_mode=True)
     message = queue_message(tenant, [f"a@{DOMAIN}"])
-    pipeline.deliver_to_domain(message.pk, DOMAIN)
+    delivery.deliver_to_domain(message.pk, DOMAIN)
     assert recipient_states(message) == {f"a@{DOMAIN}": Recipient.HELD}
     assert server.received == []
 
@@ -145,7 +145,7 @@ def test_webhook_is_signed_and_retried_until_accepted(server, receiver):
     _, secret = webhooks.add_webhook(tenant, f"{receiver.url}/hook")
     receiver.statuses = [503]  # the first post fails
     message = queue_message(tenant, [f"alice@{DOMAIN}"])
-    pipeline.deliver_to_domain(message.pk, DOMAIN)
+    delivery.deliver_to_domain(message.pk, DOMAIN)
     post_id = WebhookPost.objects.get(webhook__url__endswith="/hook").pk
 
     webhooks.post(post_id)
@@ -190,7 +190,7 @@ def test_every_state_change_becomes_an_event(zone, server, receiver):
         Recipient.objects.create(message=message, address=address, domain=DOMAIN)
 
     pipeline.process_message(message.pk)
-    pipeline.deliver_to_domain(message.pk, DOMAIN)
+    delivery.deliver_to_domain(message.pk, DOMAIN)
     post_due()
 
     events = {
@@ -210,7 +210,7 @@ def test_webhook_post_is_given_up_after_the_limit(server, settings):
     tenant = make_tenant()
     webhooks.add_webhook(tenant, "http://127.0.0.1:9/unreachable")
     message = queue_message(tenant, [f"alice@{DOMAIN}"])
-    pipeline.deliver_to_domain(message.pk, DOMAIN)
+    delivery.deliver_to_domain(message.pk, DOMAIN)
     WebhookPost.objects.update(
         created_at=timezone.now() - timedelta(seconds=settings.WEBHOOK_GIVE_UP + 1)
     )
@@ -233,7 +233,7 @@ def test_add_webhook_command_prints_the_secret_once(receiver, server):
     secret = out.getvalue().split("secret=")[1].split()[0]
 
     message = queue_message(tenant, [f"alice@{DOMAIN}"])
-    pipeline.deliver_to_domain(message.pk, DOMAIN)
+    delivery.deliver_to_domain(message.pk, DOMAIN)
     post_due()
     ((post, status),) = receiver.posts
     assert status == 200 and signature_ok(secret, post)

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from relay import pipeline, session_cache
+from relay import delivery, session_cache
 from relay.models import DeliveryAttempt, Recipient
 from tests.support.delivery_fixtures import mx_hosts, outbound  # noqa: F401
 from tests.support.outbound import make_tenant, queue_message, serve_domain
@@ -31,7 +31,7 @@ def deliver_one_by_one(tenant, *addresses):
     messages = []
     for address in addresses:
         message = queue_message(tenant, [address])
-        pipeline.deliver_to_domain(message.pk, DOMAIN)
+        delivery.deliver_to_domain(message.pk, DOMAIN)
         messages.append(message)
     return messages
 

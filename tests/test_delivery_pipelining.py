@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from relay import pipeline
+from relay import delivery
 from relay.models import Recipient
 from tests.support.delivery_fixtures import mx_hosts, outbound  # noqa: F401
 from tests.support.outbound import make_tenant, queue_message, serve_domain
@@ -34,7 +34,7 @@ def deliver_two(first_to, second_to):
     tenant = make_tenant()
     first = queue_message(tenant, [first_to])
     second = queue_message(tenant, [second_to])
-    pipeline.deliver_to_domain(first.pk, DOMAIN)
+    delivery.deliver_to_domain(first.pk, DOMAIN)
     return first, second
 
 
@@ -42,7 +42,7 @@ def test_envelope_commands_are_pipelined_when_offered(server):
     addresses = [f"a@{DOMAIN}", f"b@{DOMAIN}", f"c@{DOMAIN}"]
     message = queue_message(make_tenant(), addresses)
 
-    pipeline.deliver_to_domain(message.pk, DOMAIN)
+    delivery.deliver_to_domain(message.pk, DOMAIN)
 
     assert server.recipients == addresses
     first_rcpt_unread = server.unread_at_rcpt[0]
@@ -79,7 +79,7 @@ def test_each_recipient_gets_its_own_reply(server):
     addresses = [f"ok@{DOMAIN}", f"gone@{DOMAIN}", f"full@{DOMAIN}"]
     message = queue_message(tenant, addresses)
 
-    pipeline.deliver_to_domain(message.pk, DOMAIN)
+    delivery.deliver_to_domain(message.pk, DOMAIN)
 
     assert states(message) == {
         f"ok@{DOMAIN}": Recipient.DELIVERED,
@@ -110,7 +110,7 @@ def test_a_refused_sender_fails_every_recipient_with_that_reply(server):
     server.behaviour.mail_reply = "550 5.7.1 Sender refused here"
     message = queue_message(make_tenant(), [f"a@{DOMAIN}", f"b@{DOMAIN}"])
 
-    pipeline.deliver_to_domain(message.pk, DOMAIN)
+    delivery.deliver_to_domain(message.pk, DOMAIN)
 
     replies = dict(message.recipients.values_list("address", "last_reply"))
     assert replies == {
@@ -124,7 +124,7 @@ def test_a_reply_that_is_not_smtp_defers_the_message(server):
     server.behaviour.mail_reply = "hello there, I am not SMTP"
     message = queue_message(make_tenant(), [f"a@{DOMAIN}"])
 
-    pipeline.deliver_to_domain(message.pk, DOMAIN)
+    delivery.deliver_to_domain(message.pk, DOMAIN)
 
     rcpt = message.recipients.get()
     assert rcpt.state == Recipient.DEFERRED
@@ -137,7 +137,7 @@ def test_a_refusal_stands_when_the_session_breaks_after_it(server):
     server.behaviour.drop_at_end_of_data = True
     message = queue_message(make_tenant(), [f"ok@{DOMAIN}", f"gone@{DOMAIN}"])
 
-    pipeline.deliver_to_domain(message.pk, DOMAIN)
+    delivery.deliver_to_domain(message.pk, DOMAIN)
 
     rcpts = {r.address: r for r in message.recipients.all()}
     assert rcpts[f"gone@{DOMAIN}"].state == Recipient.BOUNCED
@@ -171,7 +171,7 @@ def test_a_server_that_stops_making_sense_is_hung_up_on_without_quit(
     thread.start()
     message = queue_message(make_tenant(), [f"a@{DOMAIN}"])
     try:
-        pipeline.deliver_to_domain(message.pk, DOMAIN)
+        delivery.deliver_to_domain(message.pk, DOMAIN)
     finally:
         thread.join(30)
         listener.close()

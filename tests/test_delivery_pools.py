@@ -3,7 +3,7 @@ from the default pool; the test MX sees the peer address."""
 
 import pytest
 
-from relay import pipeline
+from relay import delivery
 from relay.models import IpPool, Recipient, TenantDeliverySettings
 from tests.support.delivery_fixtures import mx_hosts, outbound  # noqa: F401
 from tests.support.outbound import make_tenant, queue_message, serve_domain
@@ -28,7 +28,7 @@ def tenant_in(pool, name):
 def send(tenant, count=1):
     for i in range(count):
         message = queue_message(tenant, [f"user{i}@{DOMAIN}"])
-        pipeline.deliver_to_domain(message.pk, DOMAIN)
+        delivery.deliver_to_domain(message.pk, DOMAIN)
 
 
 def test_each_tenant_leaves_from_its_own_pool(server):
@@ -59,7 +59,7 @@ def test_pool_without_an_address_of_the_mx_family_waits(zone, outbound, mx_hosts
     pool = IpPool.objects.create(name="v4 only", addresses="127.0.0.10")
     message = queue_message(tenant_in(pool, "Bank"), [f"alice@{DOMAIN}"])
 
-    pipeline.deliver_to_domain(message.pk, DOMAIN)
+    delivery.deliver_to_domain(message.pk, DOMAIN)
 
     rcpt = message.recipients.get()
     assert rcpt.state == Recipient.DEFERRED

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from django.utils import timezone
 
-from relay import bounces, pipeline
+from relay import bounces, delivery
 from relay.models import Message, Recipient, Suppression
 from tests.support.delivery_fixtures import mx_hosts, outbound  # noqa: F401
 from tests.support.outbound import make_tenant, queue_message, serve_domain
@@ -40,7 +40,7 @@ def deliver_reports(message):
     """Deliver the DSNs queued for message, as their own tasks would."""
     for notice in Message.objects.filter(mail_from="", tenant=message.tenant):
         for domain in set(notice.recipients.values_list("domain", flat=True)):
-            pipeline.deliver_to_domain(notice.pk, domain)
+            delivery.deliver_to_domain(notice.pk, domain)
 
 
 def test_temporary_failure_is_retried_later_then_delivered(remote):
@@ -49,7 +49,7 @@ def test_temporary_failure_is_retried_later_then_delivered(remote):
     message = queue_message(make_tenant(), [f"alice@{DOMAIN}"])
 
     before = timezone.now()
-    pipeline.deliver_to_domain(message.pk, DOMAIN)
+    delivery.deliver_to_domain(message.pk, DOMAIN)
 
     rcpt = message.recipients.get()
     assert rcpt.state == Recipient.DEFERRED
@@ -57,12 +57,12 @@ def test_temporary_failure_is_retried_later_then_delivered(remote):
     assert rcpt.last_reply == "451 4.2.0 Try again later"
     assert rcpt.next_attempt_at > before
     # Not due yet: a run now does nothing.
-    pipeline.deliver_to_domain(message.pk, DOMAIN)
+    delivery.deliver_to_domain(message.pk, DOMAIN)
     assert message.recipients.get().attempts == 1
 
     mx.behaviour.rcpt_reply.clear()
     make_due(message)
-    pipeline.deliver_to_domain(message.pk, DOMAIN)
+    delivery.deliver_to_domain(message.pk, DOMAIN)
 
     rcpt = message.recipients.get()
     assert rcpt.state == Recipient.DELIVERED
@@ -80,7 +80,7 @@ def test_back_off_doubles_with_jitter_up_to_the_cap(settings, attempts):
     settings.DELIVERY_FIRST_RETRY = 300
     settings.DELIVERY_MAX_BACKOFF = 4 * 3600
     expected = min(300 * 2 ** (attempts - 1), 4 * 3600)
-    delays = {pipeline.retry_delay(attempts) for _ in range(50)}
+    delays = {delivery.retry_delay(attempts) for _ in range(50)}
     assert all(0.8 * expected <= d <= 1.2 * expected for d in delays)
     assert len(delays) > 1  # jittered, not all the same
 
@@ -94,7 +94,7 @@ def test_temporary_failures_bounce_after_the_give_up_time(remote, settings):
     )
     message.refresh_from_db()
 
-    pipeline.deliver_to_domain(message.pk, DOMAIN)
+    delivery.deliver_to_domain(message.pk, DOMAIN)
 
     rcpt = message.recipients.get()
     assert rcpt.state == Recipient.BOUNCED
@@ -118,7 +118,7 @@ def test_permanent_failure_bounces_at_once_with_a_dsn(remote):
         recipient_params={f"gone@{DOMAIN}": {"ORCPT": f"rfc822;gone@{DOMAIN}"}},
     )
 
-    pipeline.deliver_to_domain(message.pk, DOMAIN)
+    delivery.deliver_to_domain(message.pk, DOMAIN)
 
     states = dict(message.recipients.values_list("address", "state"))
     assert states == {
@@ -160,7 +160,7 @@ def test_notify_never_means_no_dsn_but_still_a_bounce_event(remote):
         recipient_params={f"gone@{DOMAIN}": {"NOTIFY": "NEVER"}},
     )
 
-    pipeline.deliver_to_domain(message.pk, DOMAIN)
+    delivery.deliver_to_domain(message.pk, DOMAIN)
 
     assert message.events.filter(kind="bounced").exists()
     assert not Message.objects.filter(mail_from="").exists()
@@ -171,7 +171,7 @@ def test_refused_data_bounces_every_accepted_recipient(remote):
     mx.behaviour.data_reply = "554 5.7.1 Message refused as spam"
     message = queue_message(make_tenant(), [f"a@{DOMAIN}", f"b@{DOMAIN}"])
 
-    pipeline.deliver_to_domain(message.pk, DOMAIN)
+    delivery.deliver_to_domain(message.pk, DOMAIN)
 
     for rcpt in message.recipients.all():
         assert rcpt.state == Recipient.BOUNCED
@@ -186,7 +186,7 @@ def test_connection_dropped_at_end_of_data_is_retried_once(remote):
     mx.behaviour.drop_at_end_of_data = True
     message = queue_message(make_tenant(), [f"carol@{DOMAIN}"])
 
-    pipeline.deliver_to_domain(message.pk, DOMAIN)
+    delivery.deliver_to_domain(message.pk, DOMAIN)
 
     rcpt = message.recipients.get()
     assert rcpt.state == Recipient.DEFERRED
@@ -196,7 +196,7 @@ def test_connection_dropped_at_end_of_data_is_retried_once(remote):
 
     mx.behaviour.drop_at_end_of_data = False
     make_due(message)
-    pipeline.deliver_to_domain(message.pk, DOMAIN)
+    delivery.deliver_to_domain(message.pk, DOMAIN)
     assert message.recipients.get().state == Recipient.DELIVERED
     assert mx.recipients == [f"carol@{DOMAIN}"]
 
@@ -210,7 +210,7 @@ def test_slow_server_is_waited_for_at_end_of_data(remote, settings):
     mx.behaviour.slow_seconds = 1.5
     message = queue_message(make_tenant(), [f"dan@{DOMAIN}"])
 
-    pipeline.deliver_to_domain(message.pk, DOMAIN)
+    delivery.deliver_to_domain(message.pk, DOMAIN)
 
     assert message.recipients.get().state == Recipient.DELIVERED
     assert len(mx.received) == 1
@@ -221,7 +221,7 @@ def test_each_message_leaves_with_its_own_return_path(remote, settings):
     settings.RETURN_PATH_DOMAIN = "bounces.postern.test"
     message = queue_message(make_tenant(), [f"erin@{DOMAIN}"])
 
-    pipeline.deliver_to_domain(message.pk, DOMAIN)
+    delivery.deliver_to_domain(message.pk, DOMAIN)
 
     (sent,) = mx.wait_for(1)
     assert sent.mail_from == f"bounces+{message.queue_id}@bounces.postern.test"

@@ -5,7 +5,7 @@ DNS server."""
 
 import pytest
 
-from relay import destinations, pipeline, routing
+from relay import delivery, destinations, routing
 from relay.models import DestinationPolicy, Message, Recipient
 from tests.support.delivery_fixtures import mx_hosts, outbound  # noqa: F401
 from tests.support.outbound import (
@@ -34,7 +34,7 @@ def test_lower_preference_is_tried_first_and_a_dead_one_skipped(
     second, third = mx_hosts("127.0.0.3"), mx_hosts("127.0.0.4")
     message = queue_message(make_tenant(), [f"alice@{DOMAIN}"])
 
-    pipeline.deliver_to_domain(message.pk, DOMAIN)
+    delivery.deliver_to_domain(message.pk, DOMAIN)
 
     assert second.recipients == [f"alice@{DOMAIN}"]
     assert third.received == []
@@ -71,7 +71,7 @@ def test_domain_without_mx_gets_mail_at_its_own_address(zone, outbound, mx_hosts
     server = mx_hosts("127.0.0.5")
     message = queue_message(make_tenant(), [f"bob@{DOMAIN}"])
 
-    pipeline.deliver_to_domain(message.pk, DOMAIN)
+    delivery.deliver_to_domain(message.pk, DOMAIN)
 
     assert server.recipients == [f"bob@{DOMAIN}"]
     assert recipient_states(message) == {f"bob@{DOMAIN}": Recipient.DELIVERED}
@@ -81,7 +81,7 @@ def test_null_mx_bounces_at_once(zone, outbound):
     zone.add_mx(DOMAIN, ".", 0)
     message = queue_message(make_tenant(), [f"carol@{DOMAIN}"])
 
-    pipeline.deliver_to_domain(message.pk, DOMAIN)
+    delivery.deliver_to_domain(message.pk, DOMAIN)
 
     rcpt = message.recipients.get()
     assert rcpt.state == Recipient.BOUNCED
@@ -95,7 +95,7 @@ def test_ipv6_mx_host(zone, outbound, mx_hosts):
     server = mx_hosts("::1")
     message = queue_message(make_tenant(), [f"dave@{DOMAIN}"])
 
-    pipeline.deliver_to_domain(message.pk, DOMAIN)
+    delivery.deliver_to_domain(message.pk, DOMAIN)
 
     assert server.recipients == [f"dave@{DOMAIN}"]
     assert server.received[0].peer == "::1"
@@ -115,7 +115,7 @@ def test_several_messages_share_one_session(zone, outbound, mx_hosts):
     # Another tenant's message waits for its own session.
     foreign = queue_message(make_tenant("Other"), [f"zed@{DOMAIN}"])
 
-    pipeline.deliver_to_domain(messages[0].pk, DOMAIN)
+    delivery.deliver_to_domain(messages[0].pk, DOMAIN)
 
     received = server.wait_for(3)
     assert len(received) == 3
@@ -129,7 +129,7 @@ def test_several_messages_share_one_session(zone, outbound, mx_hosts):
 
     # Running the other messages' own tasks afterwards sends nothing again.
     for message in messages[1:]:
-        pipeline.deliver_to_domain(message.pk, DOMAIN)
+        delivery.deliver_to_domain(message.pk, DOMAIN)
     assert len(server.received) == 3
 
 
@@ -142,7 +142,7 @@ def test_connection_limit_postpones_without_counting_an_attempt(
     message = queue_message(make_tenant(), [f"erin@{DOMAIN}"])
     busy = destinations.take_slot(DOMAIN)  # another run holds the only slot
 
-    pipeline.deliver_to_domain(message.pk, DOMAIN)
+    delivery.deliver_to_domain(message.pk, DOMAIN)
 
     rcpt = message.recipients.get()
     assert rcpt.state == Recipient.DEFERRED
@@ -152,7 +152,7 @@ def test_connection_limit_postpones_without_counting_an_attempt(
 
     destinations.release_slot(DOMAIN, busy)
     Recipient.objects.filter(pk=rcpt.pk).update(next_attempt_at=None)
-    pipeline.deliver_to_domain(message.pk, DOMAIN)
+    delivery.deliver_to_domain(message.pk, DOMAIN)
     assert server.recipients == [f"erin@{DOMAIN}"]
     assert destinations.take_slot(DOMAIN) is not None  # the run gave it back
 
@@ -164,7 +164,7 @@ def test_rate_limit_per_destination(zone, outbound, mx_hosts):
     tenant = make_tenant()
     messages = [queue_message(tenant, [f"r{i}@{DOMAIN}"]) for i in range(3)]
 
-    pipeline.deliver_to_domain(messages[0].pk, DOMAIN)
+    delivery.deliver_to_domain(messages[0].pk, DOMAIN)
 
     assert len(server.received) == 2
     states = [recipient_states(m)[f"r{i}@{DOMAIN}"] for i, m in enumerate(messages)]
@@ -180,7 +180,7 @@ def test_non_ascii_address_needs_smtputf8(zone, outbound, mx_hosts, supported):
         make_tenant(), [f"jösé@{DOMAIN}"], envelope_params={"SMTPUTF8": True}
     )
 
-    pipeline.deliver_to_domain(message.pk, DOMAIN)
+    delivery.deliver_to_domain(message.pk, DOMAIN)
 
     rcpt = message.recipients.get()
     if supported:

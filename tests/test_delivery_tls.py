@@ -4,7 +4,7 @@ cannot have the TLS it needs waits and is never sent in clear."""
 
 import pytest
 
-from relay import pipeline
+from relay import delivery
 from relay.models import (
     DestinationPolicy,
     MtaStsPolicy,
@@ -40,7 +40,7 @@ def domain(zone, outbound, ca):
 
 def deliver_one(tenant, address=f"alice@{DOMAIN}"):
     message = queue_message(tenant, [address])
-    pipeline.deliver_to_domain(message.pk, DOMAIN)
+    delivery.deliver_to_domain(message.pk, DOMAIN)
     return message.recipients.get()
 
 

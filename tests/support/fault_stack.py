@@ -213,7 +213,7 @@ def arrivals_of(stack, accepted, deadline):
 def assert_nothing_lost_or_doubled(stack, missing, doubled):
     """Every accepted message arrived exactly once, except those the relay
     shows as unconfirmed: a run killed after it marked the data as sent
-    (relay/pipeline.py mark_data_sent) is not sent again, by design, so that
+    (relay/delivery.py mark_data_sent) is not sent again, by design, so that
     nothing goes out twice; those are counted and printed."""
     states = stack.recipient_states(missing)
     unconfirmed = {seq for seq in missing if states.get(seq) == ["unconfirmed"]}
