@@ -29,7 +29,8 @@ def take(domain, tenant_id):
         return None
     session, leg, since = entry
     if time.monotonic() - since > settings.DELIVERY_SESSION_IDLE:
-        session.close()
+        # On the delivery path: no QUIT, whose reply could keep it waiting.
+        session.abandon()
         return None
     return session, leg
 
